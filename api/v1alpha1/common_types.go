@@ -1,0 +1,37 @@
+package v1alpha1
+
+// PoolReference names the RelayPool an object attaches to.
+type PoolReference struct {
+	// name of the RelayPool.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="poolRef.name must be the name of a RelayPool (lowercase letters, digits, '-' and '.')"
+	Name string `json:"name"`
+
+	// namespace of the RelayPool. Empty means the namespace of this object.
+	// The pool must allow this object's namespace (RelayPool
+	// spec.allowedNamespaces).
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="poolRef.namespace must be a namespace name (lowercase letters, digits and '-')"
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// Condition types shared by every mailroom kind. Each status also carries
+// kind-specific conditions documented on its type.
+const (
+	// ConditionReady is true when the object is usable: for a SendingDomain,
+	// mail for it is signed and its DNS records resolve; for an
+	// SMTPCredential, its Secret exists and the relay accepts the login; for
+	// a RelayPool, its relays accept mail.
+	ConditionReady = "Ready"
+)
+
+// Annotations understood by the operator.
+const (
+	// AnnotationRotateDKIM asks for a new DKIM key: set it to any value that
+	// differs from the one last acted on (for example a timestamp). The
+	// operator never replaces a key for any other reason.
+	AnnotationRotateDKIM = "mailroom.io/rotate-dkim"
+)

@@ -1,0 +1,129 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// SMTPCredentialSpec declares a login for one application.
+type SMTPCredentialSpec struct {
+	// poolRef is the RelayPool this login is valid on. The pool must allow
+	// this namespace.
+	// +required
+	PoolRef PoolReference `json:"poolRef"`
+
+	// allowedSenders lists who this login may send as, checked against
+	// both the envelope sender and the From header: a domain
+	// ("example.com", any address at it) or one address
+	// ("noreply@shop.example.com"). Their domains must be SendingDomains of
+	// the pool.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=320
+	// +kubebuilder:validation:XValidation:rule="size(self) > 0",message="allowedSenders needs at least one domain (example.com) or address (noreply@example.com)"
+	// +kubebuilder:validation:XValidation:rule="self.all(s, s.matches('^([^@ ]+@)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'))",message="allowedSenders entries must be lowercase domains (example.com) or addresses (noreply@example.com)"
+	AllowedSenders []string `json:"allowedSenders"`
+
+	// secretName is the Secret written in this namespace with the keys
+	// host, port, username, password and url. Empty: "<name>-smtp".
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == '' || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="secretName must be a Secret name: lowercase letters, digits, '-' and '.', e.g. shop-smtp"
+	SecretName string `json:"secretName,omitempty"`
+
+	// limits caps what this login may send.
+	// +optional
+	// +kubebuilder:default={}
+	Limits CredentialLimits `json:"limits,omitempty"`
+
+	// suspended stops this login from sending: AUTH still succeeds, but
+	// MAIL FROM gets a temporary (4xx) refusal, so well-behaved clients
+	// keep their mail and retry later.
+	// +optional
+	// +kubebuilder:default=false
+	Suspended bool `json:"suspended,omitempty"`
+}
+
+// CredentialLimits caps one login's sending. 0 means the pool's default
+// (unlimited unless the pool sets one).
+type CredentialLimits struct {
+	// messagesPerMinute; more get 451 4.7.1 until the minute passes.
+	// +optional
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:XValidation:rule="self >= 0",message="limits.messagesPerMinute must be 0 (no limit) or more"
+	MessagesPerMinute int32 `json:"messagesPerMinute,omitempty"`
+
+	// messagesPerDay; more get 451 4.7.1 until the day passes.
+	// +optional
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:XValidation:rule="self >= 0",message="limits.messagesPerDay must be 0 (no limit) or more"
+	MessagesPerDay int32 `json:"messagesPerDay,omitempty"`
+
+	// recipientsPerMessage; more get 452 4.5.3. Capped by the pool's
+	// submission.maxRecipients.
+	// +optional
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:XValidation:rule="self >= 0",message="limits.recipientsPerMessage must be 0 (pool default) or more"
+	RecipientsPerMessage int32 `json:"recipientsPerMessage,omitempty"`
+}
+
+// SMTPCredentialStatus is the observed state of an SMTPCredential.
+type SMTPCredentialStatus struct {
+	// observedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// username to log in with ("<name>.<namespace>").
+	// +optional
+	Username string `json:"username,omitempty"`
+
+	// secretName is the Secret holding the connection settings.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// conditions: Ready.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// SMTPCredential is a login for one application on a RelayPool. The
+// operator generates a strong password and writes a ready-to-use Secret
+// (host, port, username, password, url) into this namespace; the relay
+// only ever sees a hash of the password.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=smtpcred,categories=mailroom
+// +kubebuilder:printcolumn:name="Username",type=string,JSONPath=`.status.username`
+// +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.spec.poolRef.name`
+// +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`
+// +kubebuilder:printcolumn:name="Suspended",type=boolean,JSONPath=`.spec.suspended`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type SMTPCredential struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired state.
+	// +required
+	Spec SMTPCredentialSpec `json:"spec"`
+
+	// status is the observed state.
+	// +optional
+	Status SMTPCredentialStatus `json:"status,omitempty"`
+}
+
+// SMTPCredentialList is a list of SMTPCredentials.
+// +kubebuilder:object:root=true
+type SMTPCredentialList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []SMTPCredential `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&SMTPCredential{}, &SMTPCredentialList{})
+}

@@ -1,0 +1,5 @@
+// Package controller holds one reconciler per mailroom kind and the
+// condition helpers they share. Reconcilers stay thin: they read, compute
+// desired objects with pure functions from the domain packages, apply with
+// no-op detection, and set status.
+package controller
