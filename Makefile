@@ -28,6 +28,7 @@ all: build
 manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from kubebuilder markers.
 	$(CONTROLLER_GEN) rbac:roleName=mailroom-manager crd paths="./api/...;./internal/controller/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	cp config/crd/bases/*.yaml charts/mailroom/crds/
+	cp config/rbac/role.yaml charts/mailroom/files/role.yaml
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy code.
@@ -43,9 +44,9 @@ vet:
 
 .PHONY: check-generated
 check-generated: manifests generate ## Fail when generated files differ from what is committed.
-	@if [ -n "$$(git status --porcelain -- api config charts/mailroom/crds)" ]; then \
+	@if [ -n "$$(git status --porcelain -- api config charts/mailroom/crds charts/mailroom/files)" ]; then \
 		echo "generated files are stale; run 'make manifests generate' and commit:"; \
-		git status --porcelain -- api config charts/mailroom/crds; git --no-pager diff --stat -- api config charts; exit 1; fi
+		git status --porcelain -- api config charts/mailroom/crds charts/mailroom/files; git --no-pager diff --stat -- api config charts; exit 1; fi
 
 .PHONY: check-fmt
 check-fmt:
