@@ -129,4 +129,3 @@ func waitOK(t *testing.T, url, want string) {
 	}
 	t.Fatalf("%s never answered 200 with %q; last: %s", url, want, last)
 }
-
