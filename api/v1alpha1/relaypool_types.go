@@ -182,7 +182,7 @@ type SubmissionTLS struct {
 }
 
 // DeliverySpec configures outbound delivery.
-// +kubebuilder:validation:XValidation:rule="!has(self.mode) || self.mode != 'Smarthost' || (has(self.smarthost) && has(self.smarthost.host) && self.smarthost.host != ”)",message="delivery.smarthost.host is required when delivery.mode is Smarthost"
+// +kubebuilder:validation:XValidation:rule="!has(self.mode) || self.mode != 'Smarthost' || (has(self.smarthost) && has(self.smarthost.host) && size(self.smarthost.host) > 0)",message="delivery.smarthost.host is required when delivery.mode is Smarthost"
 type DeliverySpec struct {
 	// mode is Direct (look up each recipient domain's MX) or Smarthost
 	// (send everything through delivery.smarthost, e.g. where port 25 is

@@ -60,7 +60,7 @@ const (
 )
 
 // SendingDomainSpec declares a domain the cluster may send mail for.
-// +kubebuilder:validation:XValidation:rule="!has(self.spf) || !has(self.spf.recordName) || self.spf.recordName == ” || self.spf.recordName == self.domain || self.spf.recordName.endsWith('.' + self.domain)",message="spf.recordName must be the domain itself or a name under it"
+// +kubebuilder:validation:XValidation:rule="!has(self.spf) || !has(self.spf.recordName) || size(self.spf.recordName) == 0 || self.spf.recordName == self.domain || self.spf.recordName.endsWith('.' + self.domain)",message="spf.recordName must be the domain itself or a name under it"
 type SendingDomainSpec struct {
 	// domain is the mail domain, as it appears after the @ in From
 	// addresses: a lowercase DNS name without a trailing dot, such as
