@@ -64,6 +64,7 @@ test: check-fmt check-generated vet test-deps envtest-assets unit ## Everything 
 
 .PHONY: unit
 unit: ## Go tests (unit, envtest, relay against real peers); race detector on relay and queue.
+	@echo "envtest suites run against $$($(K8S_ASSETS)/kube-apiserver --version) and $$($(K8S_ASSETS)/etcd --version | head -1) (the suites fail on any other version)"
 	go test -count=1 -timeout 20m $$(go list ./... | grep -v -e /internal/relay -e /internal/queue -e /cmd/relay)
 	pkgs=$$(go list ./internal/relay/... ./internal/queue/... ./cmd/relay/... 2>/dev/null || true); \
 	if [ -n "$$pkgs" ]; then go test -count=1 -race -timeout 20m $$pkgs; fi

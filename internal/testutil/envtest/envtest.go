@@ -48,8 +48,9 @@ func NewScheme() *runtime.Scheme {
 	return s
 }
 
-// Start starts etcd and kube-apiserver and installs the CRDs. Call Stop
-// when done (typically from TestMain).
+// Start starts etcd and kube-apiserver and installs the CRDs. It fails
+// unless the server is KubernetesVersion. Call Stop when done (typically
+// from TestMain).
 func Start() (*Env, error) {
 	root, err := RepoRoot()
 	if err != nil {
@@ -93,6 +94,10 @@ func Start() (*Env, error) {
 	if err != nil {
 		_ = env.Stop()
 		return nil, fmt.Errorf("envtest: reading server version: %w", err)
+	}
+	if v.GitVersion != KubernetesVersion {
+		_ = env.Stop()
+		return nil, fmt.Errorf("envtest: kube-apiserver in %s reports %s, want %s; remove it and run 'make envtest-assets'", assets, v.GitVersion, KubernetesVersion)
 	}
 	return &Env{Config: cfg, Client: c, Scheme: s, Version: v.GitVersion, env: env}, nil
 }
