@@ -326,3 +326,42 @@ func TestPrinterColumnsAndCategory(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryFieldIsDocumented keeps `kubectl explain` useful: each field of
+// each kind carries a description.
+func TestEveryFieldIsDocumented(t *testing.T) {
+	ctx := context.Background()
+	for _, name := range []string{"sendingdomains.mailroom.io", "relaypools.mailroom.io", "smtpcredentials.mailroom.io"} {
+		crd := &unstructured.Unstructured{}
+		crd.SetAPIVersion("apiextensions.k8s.io/v1")
+		crd.SetKind("CustomResourceDefinition")
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, crd); err != nil {
+			t.Fatal(err)
+		}
+		versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+		schema, _, _ := unstructured.NestedMap(versions[0].(map[string]any), "schema", "openAPIV3Schema")
+		checked := 0
+		var walk func(path string, s map[string]any)
+		walk = func(path string, s map[string]any) {
+			props, _, _ := unstructured.NestedMap(s, "properties")
+			for field, v := range props {
+				checked++
+				p := v.(map[string]any)
+				if path != "" || (field != "apiVersion" && field != "kind" && field != "metadata") {
+					if d, _ := p["description"].(string); strings.TrimSpace(d) == "" {
+						t.Errorf("%s: %s%s has no description", name, path, field)
+					}
+				}
+				walk(path+field+".", p)
+				if items, ok := p["items"].(map[string]any); ok {
+					walk(path+field+"[].", items)
+				}
+			}
+		}
+		walk("", schema)
+		if checked < 20 {
+			t.Errorf("%s: only %d fields found; is the schema walk broken?", name, checked)
+		}
+		t.Logf("%s: %d fields documented", name, checked)
+	}
+}
