@@ -316,7 +316,9 @@ type SendingDomainStatus struct {
 	// +listType=atomic
 	Records []DNSRecordStatus `json:"records,omitempty"`
 
-	// lastVerified is when the records were last looked up.
+	// lastVerified is when the result of the DNS checks last changed. The
+	// records are looked up every dns.verify.interval, but an unchanged
+	// result is not written again, so status does not churn.
 	// +optional
 	LastVerified *metav1.Time `json:"lastVerified,omitempty"`
 }
@@ -334,7 +336,9 @@ type DKIMStatus struct {
 	// +optional
 	// +listType=atomic
 	RetiringSelectors []string `json:"retiringSelectors,omitempty"`
-	// nextRotation is when the next key will be made, when rotation is on.
+	// nextRotation is when the active key is due to be replaced by the next
+	// one (the switch happens once the next key's record resolves), when
+	// rotation is on.
 	// +optional
 	NextRotation *metav1.Time `json:"nextRotation,omitempty"`
 }
