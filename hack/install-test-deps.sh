@@ -10,6 +10,8 @@ need=()
 command -v named >/dev/null || need+=(bind9)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
 command -v swaks >/dev/null || need+=(swaks)
+# swaks speaks TLS (STARTTLS, port 465) only with these Perl modules.
+perl -MNet::SSLeay -MIO::Socket::SSL -e1 2>/dev/null || need+=(libnet-ssleay-perl libio-socket-ssl-perl)
 # Debian's interpreter, not a pyenv one on PATH: the packages live there.
 /usr/bin/python3 -c 'import dkim, dns.resolver' 2>/dev/null || need+=(python3-dkim python3-dnspython)
 [ -x /usr/sbin/postfix ] || need+=(postfix)
