@@ -98,3 +98,9 @@ $(CONTROLLER_GEN):
 .PHONY: help
 help:
 	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*?##/ { printf "  %-18s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Demo
+
+.PHONY: demo
+demo: ## Bring mailroom up on loopback: control plane, BIND, external-dns, manager, relay; send a signed message.
+	go run ./hack/demo $(DEMO_ARGS)

@@ -8,7 +8,8 @@
 // zone really serves (Lookup).
 //
 // named runs in the foreground in a t.TempDir(); t.Cleanup stops it, and when
-// the test failed the tail of named's log is printed.
+// the test failed the tail of named's log is printed. Launch runs it outside
+// tests (the demo).
 package bindtest
 
 import (
@@ -70,38 +71,47 @@ type Server struct {
 // installed with hack/install-test-deps.sh.
 func Start(t testing.TB, zone string) *Server {
 	t.Helper()
-	named := findNamed(t)
+	s, err := Launch(findNamed(t), t.TempDir(), zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.stop(t) })
+	return s
+}
+
+// Launch runs named (the binary at path named) for zone in dir, outside a
+// test: the demo uses it. The caller stops it with Stop.
+func Launch(named, dir, zone string) (*Server, error) {
 	zone = strings.ToLower(dns.Fqdn(zone))
 	if _, ok := dns.IsDomainName(zone); !ok || zone == "." {
-		t.Fatalf("bindtest: %q is not a zone name", zone)
+		return nil, fmt.Errorf("bindtest: %q is not a zone name", zone)
 	}
-
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
-		t.Fatalf("bindtest: TSIG secret: %v", err)
+		return nil, fmt.Errorf("bindtest: TSIG secret: %w", err)
 	}
 	s := &Server{
 		Zone:          zone,
 		TSIGKeyName:   "bindtest-key.",
 		TSIGSecret:    base64.StdEncoding.EncodeToString(secret),
 		TSIGAlgorithm: "hmac-sha256",
-		Dir:           t.TempDir(),
+		Dir:           dir,
 	}
-
 	var lastErr error
 	for attempt := 0; attempt < startAttempts; attempt++ {
 		port, err := freePort()
 		if err != nil {
-			t.Fatalf("bindtest: free port: %v", err)
+			return nil, fmt.Errorf("bindtest: free port: %w", err)
 		}
 		if lastErr = s.start(named, port); lastErr == nil {
-			t.Cleanup(func() { s.stop(t) })
-			return s
+			return s, nil
 		}
 	}
-	t.Fatalf("bindtest: named did not start after %d attempts: %v\n--- named log (tail) ---\n%s", startAttempts, lastErr, s.LogTail(logTailLines))
-	return nil
+	return nil, fmt.Errorf("bindtest: named did not start after %d attempts: %v\n--- named log (tail) ---\n%s", startAttempts, lastErr, s.LogTail(logTailLines))
 }
+
+// Stop stops named.
+func (s *Server) Stop() { s.kill() }
 
 func findNamed(t testing.TB) string {
 	t.Helper()
@@ -346,6 +356,13 @@ func (s *Server) Delete(t testing.TB, name string, rrtype uint16) {
 // Example: `mail 300 IN TXT "v=spf1 -all"`.
 func (s *Server) Add(t testing.TB, rr string) {
 	t.Helper()
+	if err := s.AddRecord(rr); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// AddRecord is Add outside a test.
+func (s *Server) AddRecord(rr string) error {
 	zp := dns.NewZoneParser(strings.NewReader(rr), s.Zone, "")
 	zp.SetDefaultTTL(60)
 	var rrs []dns.RR
@@ -353,28 +370,36 @@ func (s *Server) Add(t testing.TB, rr string) {
 		rrs = append(rrs, r)
 	}
 	if err := zp.Err(); err != nil {
-		t.Fatalf("bindtest: parse %q: %v", rr, err)
+		return fmt.Errorf("bindtest: parse %q: %w", rr, err)
 	}
 	if len(rrs) == 0 {
-		t.Fatalf("bindtest: no record in %q", rr)
+		return fmt.Errorf("bindtest: no record in %q", rr)
 	}
 	m := new(dns.Msg)
 	m.SetUpdate(s.Zone)
 	m.Insert(rrs)
-	s.update(t, m)
+	return s.send(m)
 }
 
 func (s *Server) update(t testing.TB, m *dns.Msg) {
 	t.Helper()
+	if err := s.send(m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// send signs an RFC 2136 update with the zone's TSIG key and sends it.
+func (s *Server) send(m *dns.Msg) error {
 	m.SetTsig(s.TSIGKeyName, dns.Fqdn(s.TSIGAlgorithm), 300, time.Now().Unix())
 	c := &dns.Client{Net: "tcp", Timeout: queryTimeout, TsigSecret: map[string]string{s.TSIGKeyName: s.TSIGSecret}}
 	r, _, err := c.Exchange(m, s.Addr)
 	if err != nil {
-		t.Fatalf("bindtest: update: %v", err)
+		return fmt.Errorf("bindtest: update: %w", err)
 	}
 	if r.Rcode != dns.RcodeSuccess {
-		t.Fatalf("bindtest: update refused: %s\n%s", dns.RcodeToString[r.Rcode], m)
+		return fmt.Errorf("bindtest: update refused: %s\n%s", dns.RcodeToString[r.Rcode], m)
 	}
+	return nil
 }
 
 // Lookup asks this server (over TCP, so answers are never truncated) for

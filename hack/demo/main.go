@@ -1,0 +1,458 @@
+// Command demo brings mailroom's main job up on one machine, all on
+// loopback: a Kubernetes control plane (kube-apiserver and etcd, as in the
+// tests), BIND serving the zone example.test, external-dns publishing into
+// it, the mailroom manager, and a relay. It applies a SendingDomain, waits
+// until its DKIM, SPF and DMARC records resolve and it is Ready, then sends
+// a message through the relay (STARTTLS + AUTH), and shows it arriving at
+// the recipient's MX with a DKIM signature that dkimpy verifies against
+// BIND.
+//
+//	make demo              # stays up; Ctrl-C tears everything down
+//	make demo DEMO_ARGS=-once
+//
+// Every component's log is in the run folder it prints.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "mailroom.io/mailroom/api/v1alpha1"
+	"mailroom.io/mailroom/internal/testutil/bindtest"
+	"mailroom.io/mailroom/internal/testutil/envtest"
+)
+
+const (
+	zone          = "example.test"
+	domain        = "example.test"
+	recipientHost = "inbox.example.test"
+	// The recipient's MX listens on port 25 of its own loopback address, as
+	// a real MX would; the relay finds it through BIND.
+	mxAddr = "127.0.0.25:25"
+	// externalDNSBuild is v0.21.0 with the fixes docs/external-dns.md
+	// explains (the release cannot update or delete TXT records).
+	externalDNSBuild = "v0.21.0-mailroom.1"
+)
+
+func main() {
+	once := flag.Bool("once", false, "run the scenario, print the result and tear down (for CI)")
+	dir := flag.String("dir", "", "run folder for configs, queues and logs (default: a new temporary folder)")
+	timeout := flag.Duration("timeout", 5*time.Minute, "how long each step may take")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d := &demo{once: *once, timeout: *timeout}
+	err := d.run(ctx, *dir)
+	d.teardown()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo: FAILED:", err)
+		d.printLogTails()
+		os.Exit(1)
+	}
+}
+
+type demo struct {
+	once    bool
+	timeout time.Duration
+	root    string
+	dir     string
+
+	env   *envtest.Env
+	bind  *bindtest.Server
+	procs []*proc
+	sink  *sink
+}
+
+// proc is a child process with its log in the run folder.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+}
+
+func (d *demo) step(format string, args ...any) {
+	fmt.Printf("==> "+format+"\n", args...)
+}
+
+func (d *demo) run(ctx context.Context, dir string) error {
+	var err error
+	if d.root, err = envtest.RepoRoot(); err != nil {
+		return err
+	}
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "mailroom-demo-"); err != nil {
+			return err
+		}
+	}
+	d.dir = dir
+	d.step("run folder %s", d.dir)
+
+	d.step("building tools and binaries (cached under bin/)")
+	for _, c := range [][]string{
+		{"bash", "hack/install-test-deps.sh"},
+		{"bash", "hack/build-k8s.sh", "kube-apiserver", "etcd"},
+		{"bash", "hack/build-external-dns.sh", "patched"},
+		{"make", "--no-print-directory", "build"},
+	} {
+		if err := d.sh(c...); err != nil {
+			return err
+		}
+	}
+
+	d.step("starting the control plane: kube-apiserver %s and etcd on loopback", envtest.KubernetesVersion)
+	if d.env, err = envtest.Start(); err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(d.dir, "kubeconfig")
+	if err := writeKubeconfig(d.env, kubeconfig); err != nil {
+		return err
+	}
+
+	d.step("starting BIND for %s (RFC 2136 updates and AXFR with a TSIG key)", zone)
+	if err := os.MkdirAll(filepath.Join(d.dir, "bind"), 0o755); err != nil {
+		return err
+	}
+	named, err := exec.LookPath("named")
+	if err != nil {
+		named = "/usr/sbin/named"
+	}
+	if d.bind, err = bindtest.Launch(named, filepath.Join(d.dir, "bind"), zone); err != nil {
+		return err
+	}
+	// The recipient's domain and its MX live in the same zone.
+	mxIP, _, _ := net.SplitHostPort(mxAddr)
+	for _, rr := range []string{
+		// The address first: BIND refuses an MX whose target has none.
+		fmt.Sprintf("mx.%s. 60 IN A %s", zone, mxIP),
+		fmt.Sprintf("%s. 60 IN MX 10 mx.%s.", recipientHost, zone),
+	} {
+		if err := d.bind.AddRecord(rr); err != nil {
+			return err
+		}
+	}
+
+	d.step("starting the recipient's MX on %s", mxAddr)
+	if d.sink, err = startSink(mxAddr, filepath.Join(d.dir, "inbox")); err != nil {
+		return fmt.Errorf("MX on %s (port 25 needs root): %w", mxAddr, err)
+	}
+
+	d.step("starting external-dns %s (--source=crd --provider=rfc2136)", externalDNSBuild)
+	host, port, _ := net.SplitHostPort(d.bind.Addr)
+	if err := d.start("external-dns", filepath.Join(d.root, "bin", "external-dns", externalDNSBuild, "external-dns"),
+		"--kubeconfig="+kubeconfig,
+		"--source=crd", "--crd-source-apiversion=externaldns.k8s.io/v1alpha1", "--crd-source-kind=DNSEndpoint",
+		"--managed-record-types=TXT", "--registry=txt", "--txt-owner-id=mailroom-demo",
+		"--txt-prefix=_extdns-%{record_type}.", "--policy=sync",
+		"--provider=rfc2136", "--rfc2136-host="+host, "--rfc2136-port="+port, "--rfc2136-zone="+zone,
+		"--rfc2136-tsig-keyname="+strings.TrimSuffix(d.bind.TSIGKeyName, "."), "--rfc2136-tsig-secret="+d.bind.TSIGSecret,
+		"--rfc2136-tsig-secret-alg="+d.bind.TSIGAlgorithm, "--rfc2136-tsig-axfr", "--domain-filter="+zone,
+		"--interval=10s", "--events", "--min-event-sync-interval=1s", "--metrics-address=127.0.0.1:0",
+	); err != nil {
+		return err
+	}
+
+	d.step("starting the mailroom manager")
+	if err := d.start("manager", filepath.Join(d.root, "bin", "manager"),
+		"--kubeconfig="+kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address="+freeAddr(),
+		"--log-format=text"); err != nil {
+		return err
+	}
+
+	d.step("applying RelayPool mail/transactional and SendingDomain mail/example-test")
+	if err := d.apply(ctx); err != nil {
+		return err
+	}
+	sd, err := d.waitReady(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Println("    records served by BIND:")
+	for _, r := range sd.Status.Records {
+		fmt.Printf("      %-40s TXT %s\n", r.Name, shorten(r.Value, 70))
+	}
+
+	d.step("starting the relay, signing for %s with selector %s", domain, sd.Status.DKIM.ActiveSelector)
+	relay, err := d.startRelay(ctx, sd)
+	if err != nil {
+		return err
+	}
+
+	d.step("sending a message: STARTTLS + AUTH PLAIN on %s as %s", relay.submission, relay.username)
+	if err := relay.send(); err != nil {
+		return err
+	}
+	msg, err := d.sink.wait(ctx, d.timeout)
+	if err != nil {
+		return fmt.Errorf("%w (relay log: %s)", err, filepath.Join(d.dir, "relay.log"))
+	}
+	fmt.Printf("    delivered to %s: %s\n", recipientHost, msg)
+
+	d.step("verifying the DKIM signature with dkimpy, key fetched from BIND")
+	out, err := dkimVerify(d.bind.Addr, msg)
+	fmt.Print(indent(out))
+	if err != nil {
+		return fmt.Errorf("dkimpy did not verify the delivered message: %w", err)
+	}
+
+	fmt.Printf(`
+mailroom is up. Try:
+  kubectl --kubeconfig %[1]s get mailroom -A
+  kubectl --kubeconfig %[1]s describe sendingdomain -n mail example-test
+  dig @%[2]s -p %[3]s TXT %[4]s._domainkey.%[5]s +short
+  swaks --server %[6]s --tls --auth PLAIN --auth-user %[7]s --auth-password '%[8]s' \
+        --from app@%[5]s --to someone@%[9]s --tls-verify=0
+Delivered mail lands in %[10]s. Logs: %[11]s
+`, kubeconfig, host, port, sd.Status.DKIM.ActiveSelector, domain, relay.submission, relay.username, relay.password,
+		recipientHost, filepath.Join(d.dir, "inbox"), d.dir)
+	if d.once {
+		fmt.Println("demo: OK")
+		return nil
+	}
+	fmt.Println("Ctrl-C stops everything.")
+	<-ctx.Done()
+	return nil
+}
+
+// sh runs a build step from the repository root, showing its output.
+func (d *demo) sh(args ...string) error {
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = d.root
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: %w", strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+// start runs a long-lived component with its output in <name>.log.
+func (d *demo) start(name, bin string, args ...string) error {
+	logPath := filepath.Join(d.dir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	// Its own process group, so Ctrl-C reaches the demo first and the demo
+	// stops its children in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("starting %s: %w", name, err)
+	}
+	d.procs = append(d.procs, &proc{name: name, cmd: cmd, log: logPath})
+	go func() { _ = cmd.Wait(); f.Close() }()
+	return nil
+}
+
+func (d *demo) apply(ctx context.Context) error {
+	c := d.env.Client
+	for _, ns := range []string{"mail"} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return err
+		}
+	}
+	replicas := int32(1)
+	pool := &v1.RelayPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "transactional", Namespace: "mail"},
+		Spec: v1.RelayPoolSpec{
+			Replicas:   &replicas,
+			Hostname:   "relay." + domain,
+			SendingIPs: []string{"127.0.0.1"},
+		},
+	}
+	if err := c.Create(ctx, pool); err != nil {
+		return err
+	}
+	interval := metav1.Duration{Duration: 5 * time.Second}
+	sd := &v1.SendingDomain{
+		ObjectMeta: metav1.ObjectMeta{Name: "example-test", Namespace: "mail"},
+		Spec: v1.SendingDomainSpec{
+			Domain:  domain,
+			PoolRef: v1.PoolReference{Name: "transactional"},
+			DMARC:   v1.DMARCSpec{AggregateReportsTo: []string{"mailto:dmarc@" + domain}},
+			DNS: v1.DNSSpec{
+				TTL:    30,
+				Verify: v1.DNSVerifySpec{Resolvers: []string{d.bind.Addr}, Interval: &interval},
+			},
+		},
+	}
+	return c.Create(ctx, sd)
+}
+
+// waitReady prints the SendingDomain's conditions as they change until it
+// is Ready.
+func (d *demo) waitReady(ctx context.Context) (*v1.SendingDomain, error) {
+	deadline := time.Now().Add(d.timeout)
+	last := ""
+	for {
+		var sd v1.SendingDomain
+		if err := d.env.Client.Get(ctx, client.ObjectKey{Namespace: "mail", Name: "example-test"}, &sd); err != nil {
+			return nil, err
+		}
+		var parts []string
+		for _, t := range []string{v1.SendingDomainKeyReady, v1.SendingDomainDNSPublished, v1.SendingDomainDNSVerified, v1.ConditionReady} {
+			cond := apimeta.FindStatusCondition(sd.Status.Conditions, t)
+			if cond == nil {
+				parts = append(parts, t+"=?")
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%s=%s(%s)", t, cond.Status, cond.Reason))
+		}
+		if line := strings.Join(parts, " "); line != last {
+			fmt.Println("    " + line)
+			last = line
+		}
+		if apimeta.IsStatusConditionTrue(sd.Status.Conditions, v1.ConditionReady) && sd.Status.ObservedGeneration == sd.Generation {
+			return &sd, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("SendingDomain not Ready after %s: %s", d.timeout, last)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (d *demo) teardown() {
+	for i := len(d.procs) - 1; i >= 0; i-- {
+		p := d.procs[i]
+		if p.cmd.Process != nil {
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for _, p := range d.procs {
+		for p.cmd.ProcessState == nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if p.cmd.ProcessState == nil && p.cmd.Process != nil {
+			_ = p.cmd.Process.Kill()
+		}
+	}
+	if d.sink != nil {
+		d.sink.close()
+	}
+	if d.bind != nil {
+		d.bind.Stop()
+	}
+	if d.env != nil {
+		_ = d.env.Stop()
+	}
+}
+
+func (d *demo) printLogTails() {
+	for _, p := range d.procs {
+		b, err := os.ReadFile(p.log)
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "--- %s (last lines of %s) ---\n%s\n", p.name, p.log, tail(string(b), 25))
+	}
+	if d.bind != nil {
+		fmt.Fprintf(os.Stderr, "--- named ---\n%s\n", d.bind.LogTail(15))
+	}
+}
+
+func writeKubeconfig(env *envtest.Env, path string) error {
+	c := env.Config
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["demo"] = &clientcmdapi.Cluster{Server: c.Host, CertificateAuthorityData: c.CAData}
+	kc.AuthInfos["demo"] = &clientcmdapi.AuthInfo{ClientCertificateData: c.CertData, ClientKeyData: c.KeyData, Token: c.BearerToken}
+	kc.Contexts["demo"] = &clientcmdapi.Context{Cluster: "demo", AuthInfo: "demo"}
+	kc.CurrentContext = "demo"
+	return clientcmd.WriteToFile(*kc, path)
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// waitHTTP polls url until it answers 200.
+func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %s", resp.Status)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not ready after %s: %v", url, timeout, last)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		if l != "" {
+			b.WriteString("    " + l + "\n")
+		}
+	}
+	return b.String()
+}
+
+var errNoMail = errors.New("no message reached the recipient's MX")
