@@ -7,7 +7,17 @@
 // The file format is documented in package internal/relay/config. The
 // relay reloads it when it changes (or on SIGHUP); on SIGTERM it reports
 // not ready, stops accepting, lets sessions finish within
-// limits.shutdownGrace and closes the queue.
+// limits.shutdownGrace, lets deliveries in progress finish within
+// delivery.shutdownGrace, and closes the queue.
+//
+// It also delivers the queue (package scheduler over package delivery) and
+// serves the admin API on listeners.admin (loopback only). The queue
+// subcommand is that API's client:
+//
+//	relay queue [-admin 127.0.0.1:8081] [-json] list [-state S] [-domain D]
+//	relay queue show ID | retry ID | hold ID | release ID
+//	relay queue delete [-bounce] ID
+//	relay queue suppressions | unsuppress ADDRESS
 package main
 
 import (
@@ -29,6 +39,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "queue" {
+		os.Exit(queueCommand(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	configPath := flag.String("config", "/etc/mailroom/relay.yaml", "path of the relay configuration file")
 	logFormat := flag.String("log-format", "json", `log format: "json" or "text"`)
 	poll := flag.Duration("config-poll", 30*time.Second, "how often to compare config files even without change events")
@@ -56,14 +69,35 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 	if err != nil {
 		return err
 	}
-	srv, err := relay.New(relay.Options{Config: cfg, ConfigPath: configPath, Queue: q, Logger: log, Metrics: m})
+	dl, err := startDelivery(cfg, q, m.Registry, log)
 	if err != nil {
 		q.Close()
 		return err
 	}
+	srv, err := relay.New(relay.Options{Config: cfg, ConfigPath: configPath, Queue: q, Logger: log, Metrics: m,
+		OnApply: dl.apply})
+	if err != nil {
+		dl.stop(context.Background())
+		q.Close()
+		return err
+	}
+	al, err := net.Listen("tcp", cfg.Listeners.Admin)
+	if err != nil {
+		srv.Shutdown(context.Background())
+		dl.stop(context.Background())
+		q.Close()
+		return fmt.Errorf("listeners.admin: %w", err)
+	}
+	as := &http.Server{Handler: dl.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := as.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("relay: admin http", "err", err)
+		}
+	}()
 	hl, err := net.Listen("tcp", cfg.Listeners.HTTP)
 	if err != nil {
 		srv.Shutdown(context.Background())
+		dl.stop(context.Background())
 		q.Close()
 		return fmt.Errorf("listeners.http: %w", err)
 	}
@@ -73,7 +107,8 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 			log.Error("relay: http", "err", err)
 		}
 	}()
-	log.Info("relay: ready", "http", hl.Addr().String(), "queue", cfg.Queue.Directory, "queued", q.Len())
+	dl.sched.Start()
+	log.Info("relay: ready", "http", hl.Addr().String(), "admin", al.Addr().String(), "queue", cfg.Queue.Directory, "queued", q.Len())
 
 	ctx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
@@ -100,9 +135,19 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 	if err != nil {
 		log.Warn("relay: sessions cut off at the shutdown deadline", "grace", grace.String())
 	}
+	// Intake is closed: no new messages. Deliveries in progress finish or
+	// are cut off at the deadline; their outcomes are written before the
+	// queue closes.
+	dgrace := srv.Config().Delivery.ShutdownGrace.Duration
+	dctx, dcancel := context.WithTimeout(context.Background(), dgrace)
+	defer dcancel()
+	if err := dl.stop(dctx); err != nil {
+		log.Warn("relay: deliveries cut off at the shutdown deadline; they are retried after restart", "grace", dgrace.String())
+	}
 	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer hcancel()
 	_ = hs.Shutdown(hctx)
+	_ = as.Shutdown(hctx)
 	if err := q.Close(); err != nil {
 		return fmt.Errorf("closing queue: %w", err)
 	}

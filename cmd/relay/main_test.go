@@ -85,6 +85,8 @@ type relayProc struct {
 	queueDir   string
 	smtpAddr   string
 	httpAddr   string
+	adminAddr  string
+	env        []string // added to the child's environment
 	cmd        *exec.Cmd
 	log        *lockedBuffer
 	exited     chan struct{}
@@ -95,6 +97,13 @@ type relayProc struct {
 // newRelayFiles writes keys, certificate and a config in which 127.0.0.1
 // is a trusted network (so load needs no TLS handshake per session).
 func newRelayFiles(t *testing.T) *relayProc {
+	t.Helper()
+	return newRelayWithDelivery(t, "{paused: true}", "")
+}
+
+// newRelayWithDelivery is newRelayFiles with the given delivery section
+// (YAML flow map) and extra top-level YAML.
+func newRelayWithDelivery(t *testing.T, delivery, extra string) *relayProc {
 	t.Helper()
 	dir := t.TempDir()
 	key, err := dkim.Generate(dkim.Ed25519, rand.Reader)
@@ -107,10 +116,11 @@ func newRelayFiles(t *testing.T) *relayProc {
 	os.WriteFile(filepath.Join(dir, "tls.crt"), certPEM, 0o600)
 	os.WriteFile(filepath.Join(dir, "tls.key"), keyPEM, 0o600)
 	p := &relayProc{t: t, dir: dir, queueDir: filepath.Join(dir, "queue"),
-		smtpAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		httpAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+		smtpAddr:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		httpAddr:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		adminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
 	cfg := fmt.Sprintf(`hostname: relay.test
-listeners: {submission: %q, submissions: "127.0.0.1:%d", http: %q}
+listeners: {submission: %q, submissions: "127.0.0.1:%d", http: %q, admin: %q}
 tls: {certFile: %s/tls.crt, keyFile: %s/tls.key}
 limits: {shutdownGrace: 20s}
 trustedNetworks:
@@ -118,8 +128,8 @@ trustedNetworks:
 domains:
   - {name: example.com, keys: [{selector: ed1, algorithm: Ed25519, privateKeyFile: %s/dkim.pem}]}
 queue: {directory: %s, minFreeSpace: 1Mi}
-delivery: {paused: true}
-`, p.smtpAddr, freePort(t), p.httpAddr, dir, dir, dir, p.queueDir)
+delivery: %s
+%s`, p.smtpAddr, freePort(t), p.httpAddr, p.adminAddr, dir, dir, dir, p.queueDir, delivery, extra)
 	p.cfgPath = filepath.Join(dir, "relay.yaml")
 	os.WriteFile(p.cfgPath, []byte(cfg), 0o600)
 	return p
@@ -131,6 +141,7 @@ func (p *relayProc) start() {
 	p.startCount++
 	p.log = &lockedBuffer{}
 	p.cmd = exec.Command(relayBinary(t), "--config", p.cfgPath, "--log-format", "text")
+	p.cmd.Env = append(os.Environ(), p.env...)
 	p.cmd.Stdout = p.log
 	p.cmd.Stderr = p.log
 	if err := p.cmd.Start(); err != nil {

@@ -77,6 +77,7 @@ func (d *demo) startRelay(ctx context.Context, sd *v1.SendingDomain) (*relay, er
 			Submission:  r.submission,
 			Submissions: freeAddr(),
 			HTTP:        httpAddr,
+			Admin:       freeAddr(),
 		},
 		TLS: config.TLS{CertFile: certFile, KeyFile: keyPEM},
 		Domains: []config.Domain{{

@@ -15,9 +15,8 @@ type Config struct {
 
 // FromConfig translates a validated relay configuration.
 //
-// The configuration's smarthost TLS values are Required, Opportunistic and
-// None; Implicit TLS (RFC 8314) is chosen for Required on port 465, where
-// no server speaks STARTTLS.
+// The configuration's smarthost TLS values map one to one onto
+// SmarthostTLS (Required, Implicit, Opportunistic, None).
 func FromConfig(c *config.Config) Config {
 	dc := c.Delivery
 	out := Config{
@@ -25,6 +24,7 @@ func FromConfig(c *config.Config) Config {
 			Hostname:                c.Hostname,
 			Mode:                    Mode(dc.Mode),
 			MaxConnectionsPerDomain: dc.MaxConnectionsPerDomain,
+			Port:                    dc.MXPort,
 		},
 		Resolver: ResolverOptions{Servers: dc.Resolvers},
 		Retry:    RetryPolicy{Jitter: DefaultJitter},
@@ -32,9 +32,6 @@ func FromConfig(c *config.Config) Config {
 	}
 	if out.Options.Mode == Smarthost {
 		tls := SmarthostTLS(dc.Smarthost.TLS)
-		if tls == SmarthostTLSRequired && dc.Smarthost.Port == 465 {
-			tls = SmarthostTLSImplicit
-		}
 		out.Options.Smarthost = SmarthostOptions{
 			Host:            dc.Smarthost.Host,
 			Port:            dc.Smarthost.Port,

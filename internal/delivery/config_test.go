@@ -16,7 +16,8 @@ tls: {certFile: /etc/mailroom/tls/tls.crt, keyFile: /etc/mailroom/tls/tls.key}
 queue: {directory: /var/spool/mailroom}
 delivery:
   mode: Smarthost
-  smarthost: {host: smtp.example.net, port: 465, credentialsFile: /etc/mailroom/smarthost.yaml}
+  smarthost: {host: smtp.example.net, port: 465, tls: Implicit, credentialsFile: /etc/mailroom/smarthost.yaml}
+  mxPort: 2525
   retry: {schedule: [1m, 10m], maxAge: 48h, delayWarningAfter: 2h}
   maxConnectionsPerDomain: 4
   resolvers: ["10.0.0.10", "10.0.0.11:5353"]
@@ -26,11 +27,11 @@ delivery:
 	}
 	got := delivery.FromConfig(c)
 	o := got.Options
-	if o.Hostname != "relay.example.com" || o.Mode != delivery.Smarthost || o.MaxConnectionsPerDomain != 4 {
+	if o.Hostname != "relay.example.com" || o.Mode != delivery.Smarthost || o.MaxConnectionsPerDomain != 4 || o.Port != 2525 {
 		t.Errorf("options %+v", o)
 	}
 	if sh := o.Smarthost; sh.Host != "smtp.example.net" || sh.Port != 465 || sh.TLS != delivery.SmarthostTLSImplicit || sh.CredentialsFile != "/etc/mailroom/smarthost.yaml" {
-		t.Errorf("smarthost %+v (Required on port 465 is implicit TLS)", sh)
+		t.Errorf("smarthost %+v", sh)
 	}
 	if strings.Join(got.Resolver.Servers, ",") != "10.0.0.10,10.0.0.11:5353" {
 		t.Errorf("resolvers %v", got.Resolver.Servers)

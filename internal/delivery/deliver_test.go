@@ -117,6 +117,31 @@ func TestEveryMXFailingDefersWithTheLastReply(t *testing.T) {
 	}
 }
 
+func TestEveryMXRefusingServiceAtTheGreetingFails(t *testing.T) {
+	e := newEnv(t, "127.0.0.2", "127.0.0.3")
+	twoMX(e)
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		e.sink(ip, smtpsink.Options{Script: smtpsink.Script{
+			Connect: smtpsink.Action{Reply: smtpsink.Reply(554, "5.7.1", "no service for you")},
+		}})
+	}
+	d := e.deliverer(e.options())
+	res := deliver(t, d, message("noreply@example.com", testBody), "alice@example.net")
+	// RFC 5321 §3.8: 554 at the greeting means no service; when every MX
+	// says so there is nobody to retry with.
+	want(t, res[0], delivery.Failed, delivery.ReasonConnection)
+	if res[0].Reply.String() != "554 5.7.1 no service for you" || res[0].Code != "5.7.1" {
+		t.Errorf("result = %+v", res[0])
+	}
+	// The refusal is remembered, and the next message fails the same way
+	// without a connection.
+	res = deliver(t, d, message("noreply@example.com", testBody), "bob@example.net")
+	want(t, res[0], delivery.Failed, delivery.ReasonConnection)
+	if res[0].Reply.Code != 554 {
+		t.Errorf("second result = %+v", res[0])
+	}
+}
+
 func TestImplicitMXWhenTheDomainHasNoMXRecords(t *testing.T) {
 	e := newEnv(t, "127.0.0.2")
 	e.DNS.Add(t, "example.net. 300 IN A 127.0.0.2")

@@ -227,3 +227,27 @@ func IsUnknownUser(r Reply) bool {
 	}
 	return (r.Code == 550 || r.Code == 551 || r.Code == 553) && unknownUserText.MatchString(r.Text)
 }
+
+// parseReply reads back a reply rendered by Reply.String (the host-down
+// memory keeps replies as text).
+func parseReply(s string) (Reply, bool) {
+	var rep Reply
+	var texts []string
+	for _, line := range strings.Split(s, "\n") {
+		if len(line) < 4 || (line[3] != ' ' && line[3] != '-') {
+			return Reply{}, false
+		}
+		code, err := strconv.Atoi(line[:3])
+		if err != nil || code < 200 || code > 599 {
+			return Reply{}, false
+		}
+		rep.Code = code
+		text := line[4:]
+		if ec, rest, ok := strings.Cut(text, " "); ok && validEnhanced(ec) {
+			rep.Enhanced, text = ec, rest
+		}
+		texts = append(texts, text)
+	}
+	rep.Text = strings.Join(texts, "\n")
+	return rep, rep.Code != 0
+}

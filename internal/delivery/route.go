@@ -46,6 +46,9 @@ type failure struct {
 	detail   string
 	host, ip string
 	markDown bool // the server is unreachable: remember it
+	// noService: the server refused the session with a 5xx greeting or
+	// EHLO reply (RFC 5321 §3.8: 554 at the greeting means no service).
+	noService bool
 }
 
 func (f *failure) result(rcpt string) Result {
@@ -136,6 +139,11 @@ func (d *Deliverer) connect(ctx context.Context, p *plan) (*session, *failure) {
 		noMatch   []string
 		dnsErr    error
 		notFound  []string
+		// A destination whose every server refuses service with 5xx fails
+		// permanently; a single temporary failure anywhere keeps it a
+		// deferral, since that server might accept later.
+		noService, temporary int
+		lastDown             *failure
 	)
 	for _, mx := range p.hosts {
 		if p.enforce != nil && !p.enforce.Matches(mx.Host) {
@@ -158,6 +166,13 @@ func (d *Deliverer) connect(ctx context.Context, p *plan) (*session, *failure) {
 				skipped++
 				downUntil, downWhy = until, why
 				d.metrics.hostDownSkips.Inc()
+				if rep, ok := parseReply(why); ok && rep.Code/100 == 5 {
+					noService++
+					lastDown = &failure{status: Failed, reason: ReasonConnection, reply: rep, host: mx.Host, ip: ip.String(),
+						detail: fmt.Sprintf("%s [%s] refused the session recently and is not retried before %s", mx.Host, addr, until.UTC().Format(time.RFC3339))}
+				} else {
+					temporary++
+				}
 				continue
 			}
 			t := target{host: mx.Host, ip: ip, port: p.port, tls: p.tls, sts: p.enforce != nil, smart: p.smart}
@@ -179,13 +194,29 @@ func (d *Deliverer) connect(ctx context.Context, p *plan) (*session, *failure) {
 				}
 				d.hostDown.Mark(addr, why)
 			}
+			if f.noService {
+				noService++
+			} else {
+				temporary++
+			}
 			last = f
 			if ctx.Err() != nil {
 				return nil, last
 			}
 		}
 	}
+	if dnsErr != nil || len(notFound) > 0 || len(noMatch) > 0 {
+		temporary++
+	}
 	switch {
+	case noService > 0 && temporary == 0:
+		f := last
+		if f == nil || !f.noService {
+			f = lastDown
+		}
+		out := *f
+		out.status = Failed
+		return nil, &out
 	case last != nil:
 		return nil, last
 	case skipped > 0:

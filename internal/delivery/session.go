@@ -211,7 +211,7 @@ func (d *Deliverer) configure(c *smtp.Client) {
 // message.
 func helloFailure(ctx context.Context, err error, t target) *failure {
 	if rep, ok := replyOf(err); ok {
-		return &failure{status: Deferred, reason: ReasonConnection, reply: rep, markDown: true,
+		return &failure{status: Deferred, reason: ReasonConnection, reply: rep, markDown: true, noService: rep.Code/100 == 5,
 			detail: fmt.Sprintf("%s [%s] refused the session", t.host, t.addr())}
 	}
 	return &failure{status: Deferred, reason: ReasonConnection, code: "4.4.2", markDown: ctx.Err() == nil,

@@ -53,8 +53,39 @@ type Message struct {
 	EnvelopeID string `json:"envid,omitempty"`
 	Return     string `json:"ret,omitempty"`
 
+	// EightBit says the content is not 7-bit (BODY=8BITMIME or 8-bit
+	// bytes seen at intake); SMTPUTF8 that the envelope or header needs
+	// SMTPUTF8. Delivery passes both on, or fails where they are refused.
+	EightBit bool `json:"8bit,omitempty"`
+	SMTPUTF8 bool `json:"smtputf8,omitempty"`
+
 	Attempts    int       `json:"attempts,omitempty"`
 	NextAttempt time.Time `json:"next,omitempty"`
+	// DelayWarned records that the one "delayed" DSN was queued, so a
+	// restart never sends a second.
+	DelayWarned bool `json:"warned,omitempty"`
+	// Held messages are not attempted until released (admin interface).
+	Held bool `json:"held,omitempty"`
+	// History is the most recent delivery attempts, newest last, for the
+	// admin interface; the scheduler bounds its length.
+	History []Attempt `json:"history,omitempty"`
+}
+
+// Attempt is one recipient's outcome of one delivery attempt.
+type Attempt struct {
+	Time      time.Time `json:"time"`
+	Recipient string    `json:"rcpt"`
+	// Status is "delivered", "deferred" or "bounced"; Reason its class.
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+	Code   string `json:"code,omitempty"`
+	// Host and IP are the remote server; TLS its session's version.
+	Host string `json:"host,omitempty"`
+	IP   string `json:"ip,omitempty"`
+	TLS  string `json:"tls,omitempty"`
+	// Reply is the remote server's full reply, or what went wrong without
+	// one.
+	Reply string `json:"reply,omitempty"`
 }
 
 // Recipient is one envelope recipient and its delivery state.
@@ -73,6 +104,7 @@ type Recipient struct {
 
 func (m Message) clone() Message {
 	m.Recipients = slices.Clone(m.Recipients)
+	m.History = slices.Clone(m.History)
 	for i := range m.Recipients {
 		m.Recipients[i].Notify = slices.Clone(m.Recipients[i].Notify)
 	}
@@ -125,6 +157,7 @@ type Queue struct {
 	lock                 *os.File
 
 	reqs     chan *request
+	added    chan struct{} // signalled (coalesced) when a message is committed
 	loopDone chan struct{}
 	inflight sync.WaitGroup
 
@@ -178,6 +211,7 @@ func Open(dir string, opts Options) (*Queue, error) {
 		index:   make(map[string]*entry),
 		live:    make(map[uint64]int),
 		total:   make(map[uint64]int),
+		added:   make(chan struct{}, 1),
 	}
 	for _, d := range []string{dir, q.segDir, q.bodyDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -768,6 +802,26 @@ func (q *Queue) Messages() []Message {
 	})
 	return out
 }
+
+// Select returns copies of the messages for which match returns true, in
+// no particular order. match sees each message under the queue's lock and
+// must not keep or modify it; it is how the scheduler finds due messages
+// without copying the whole queue on every pass.
+func (q *Queue) Select(match func(m *Message) bool) []Message {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []Message
+	for _, e := range q.index {
+		if match(&e.msg) {
+			out = append(out, e.msg.clone())
+		}
+	}
+	return out
+}
+
+// Added is signalled after a new message has been committed. Signals are
+// coalesced: one receive may stand for many messages.
+func (q *Queue) Added() <-chan struct{} { return q.added }
 
 // Get returns one message's metadata.
 func (q *Queue) Get(id string) (Message, bool) {

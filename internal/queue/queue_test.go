@@ -562,3 +562,40 @@ func TestLongLivedMessagesAreCompactedOutOfOldSegments(t *testing.T) {
 	}
 	check(q)
 }
+
+func TestDeliveryStateSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	q, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := q.NewWriter()
+	w.Write([]byte("Subject: x\r\n\r\nhi\r\n"))
+	if err := w.Commit(Message{From: "a@example.com", Recipients: []Recipient{{Address: "b@example.net"}}, EightBit: true, SMTPUTF8: true}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-q.Added():
+	default:
+		t.Fatal("Added not signalled after a commit")
+	}
+	m, _ := q.Get(w.ID())
+	m.DelayWarned, m.Held = true, true
+	m.History = append(m.History, Attempt{Recipient: "b@example.net", Status: "deferred", Reply: "451 4.3.0 later"})
+	if err := q.Update(m); err != nil {
+		t.Fatal(err)
+	}
+	if got := q.Select(func(m *Message) bool { return m.Held }); len(got) != 1 {
+		t.Fatalf("Select(held) = %d messages, want 1", len(got))
+	}
+	q.Close()
+	q, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	got, ok := q.Get(w.ID())
+	if !ok || !got.EightBit || !got.SMTPUTF8 || !got.DelayWarned || !got.Held || len(got.History) != 1 || got.History[0].Reply != "451 4.3.0 later" {
+		t.Fatalf("after reopen: %+v", got)
+	}
+}

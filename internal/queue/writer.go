@@ -136,6 +136,10 @@ func (w *Writer) Commit(m Message) error {
 		w.q.index[m.ID] = e
 		w.q.live[seg]++
 		w.q.total[seg]++
+		select {
+		case w.q.added <- struct{}{}:
+		default:
+		}
 	}})
 	if err != nil && dm.Spilled {
 		os.Remove(filepath.Join(w.q.bodyDir, w.id))

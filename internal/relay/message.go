@@ -181,3 +181,18 @@ func sanitizeHelo(s string) string {
 	}
 	return s
 }
+
+// eightBitDetector notes whether any byte written has the high bit set.
+type eightBitDetector struct{ seen bool }
+
+func (d *eightBitDetector) Write(p []byte) (int, error) {
+	if !d.seen {
+		for _, c := range p {
+			if c >= 0x80 {
+				d.seen = true
+				break
+			}
+		}
+	}
+	return len(p), nil
+}

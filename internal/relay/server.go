@@ -34,6 +34,10 @@ type Options struct {
 	Queue      *queue.Queue
 	Logger     *slog.Logger
 	Metrics    *Metrics // nil: a fresh set
+	// OnApply, if set, is called with every configuration applied after
+	// start (reload), so the delivery side can follow settings such as
+	// delivery.paused.
+	OnApply func(*config.Config)
 }
 
 // Listener names, as used in metrics.
@@ -174,6 +178,9 @@ func (s *Server) newGeneration(p *policy) *generation {
 	srv.TLSConfig = s.tlsConfig
 	// Recipient limits depend on the principal and are enforced in Rcpt.
 	srv.MaxRecipients = 0
+	// Delivery passes SMTPUTF8 on (or bounces where the next hop lacks
+	// it), so internationalized addresses can be accepted.
+	srv.EnableSMTPUTF8 = true
 	// go-smtp would answer AUTH before TLS with a non-standard 523; the
 	// session instead advertises no mechanism before TLS and answers AUTH
 	// with 530 5.7.0 (RFC 3207).
@@ -322,6 +329,9 @@ func (s *Server) Apply(cfg *config.Config) error {
 		keep[n.key()] = true
 	}
 	s.limiters.retain(keep)
+	if s.opts.OnApply != nil {
+		s.opts.OnApply(cfg)
+	}
 	s.log.Info("relay: configuration applied", "domains", len(cfg.Domains), "credentials", len(cfg.Credentials),
 		"trusted_networks", len(cfg.TrustedNetworks))
 	return nil

@@ -300,7 +300,8 @@ func (ss *session) Data(r io.Reader) error {
 			signers.abort()
 		}
 	}()
-	out := io.MultiWriter(append([]io.Writer{w}, signers.writers()...)...)
+	eight := &eightBitDetector{}
+	out := io.MultiWriter(append([]io.Writer{w, eight}, signers.writers()...)...)
 	_, isTLS := ss.c.TLSConnectionState()
 	trace := receivedField(ss.c.Hostname(), ss.ip.String(), p.cfg.Hostname, isTLS, user != "", qid, now)
 	if _, err := io.WriteString(out, trace); err != nil {
@@ -327,7 +328,11 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	dataEnd := time.Now()
 	m := queue.Message{From: from, Recipients: rcpts, ReceivedAt: now.UTC(), Origin: pr.key(), Header: sigs,
-		EnvelopeID: mopts.EnvelopeID, Return: string(mopts.Return)}
+		EnvelopeID: mopts.EnvelopeID, Return: string(mopts.Return),
+		// Clients often send 8-bit data without BODY=8BITMIME; delivery
+		// must still announce it, so the content decides too.
+		EightBit: mopts.Body == smtp.Body8BitMIME || eight.seen,
+		SMTPUTF8: mopts.UTF8}
 	if err := w.Commit(m); err != nil {
 		committed = true // Commit cleans up after itself
 		return ss.queueError(err)

@@ -3,6 +3,7 @@ package relay_test
 import (
 	"crypto/tls"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"mailroom.io/mailroom/internal/queue"
 )
 
 // TestGoClientSubmitsWithPlainAndLoginOverBothTLSModes: the go-smtp client,
@@ -423,5 +426,45 @@ func TestTLSOlderThan12IsRefused(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("STARTTLS with TLS 1.2: %v", err)
+	}
+}
+
+func TestEightBitAndSMTPUTF8AreStoredForDelivery(t *testing.T) {
+	e := startRelay(t, envOptions{})
+	c := e.loggedIn(shopUser, shopPass)
+	sendWith := func(opts *smtp.MailOptions, rcpt, msg string) {
+		t.Helper()
+		if err := c.Mail("a@example.com", opts); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Rcpt(rcpt, nil); err != nil {
+			t.Fatal(err)
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(w, msg)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The go-smtp client always announces BODY=8BITMIME when offered;
+	// detection of undeclared 8-bit content is tested in message_test.go.
+	sendWith(nil, "declared@example.net", simpleMessage("a@example.com", "plain"))
+	sendWith(&smtp.MailOptions{UTF8: true}, "jörg@example.net", simpleMessage("a@example.com", "utf8"))
+
+	got := map[string]queue.Message{}
+	for _, m := range e.q.Messages() {
+		got[m.Recipients[0].Address] = m
+	}
+	for rcpt, want := range map[string][2]bool{
+		"declared@example.net": {true, false},
+		"jörg@example.net":     {true, true},
+	} {
+		m := got[rcpt]
+		if m.EightBit != want[0] || m.SMTPUTF8 != want[1] {
+			t.Errorf("%s: 8bit=%v smtputf8=%v, want %v", rcpt, m.EightBit, m.SMTPUTF8, want)
+		}
 	}
 }

@@ -36,6 +36,9 @@ type Listeners struct {
 	Submission  string `json:"submission,omitempty"`
 	Submissions string `json:"submissions,omitempty"`
 	HTTP        string `json:"http,omitempty"`
+	// Admin is the admin API (queue and suppression management). It has
+	// no authentication, so it must be a loopback address.
+	Admin string `json:"admin,omitempty"`
 }
 
 // TLS is the server certificate for both SMTP listeners.
@@ -110,6 +113,17 @@ type Delivery struct {
 	Retry                   Retry     `json:"retry,omitempty"`
 	MaxConnectionsPerDomain int       `json:"maxConnectionsPerDomain,omitempty"`
 	Resolvers               []string  `json:"resolvers,omitempty"`
+	// MXPort is the port of MX hosts; 25 unless a test network says
+	// otherwise.
+	MXPort int `json:"mxPort,omitempty"`
+	// Concurrency bounds the delivery attempts in progress at once.
+	Concurrency int `json:"concurrency,omitempty"`
+	// SuppressionTTL is how long an address refused as unknown stays on
+	// the suppression list.
+	SuppressionTTL *metav1.Duration `json:"suppressionTTL,omitempty"`
+	// ShutdownGrace is how long deliveries in progress may finish at
+	// shutdown before they are cut off (and retried after restart).
+	ShutdownGrace *metav1.Duration `json:"shutdownGrace,omitempty"`
 }
 
 // Smarthost is the upstream relay used in Smarthost mode.
@@ -133,6 +147,7 @@ const (
 	ModeSmarthost = "Smarthost"
 
 	TLSRequired      = "Required"
+	TLSImplicit      = "Implicit" // RFC 8314 TLS from the first byte, verified (port 465)
 	TLSOpportunistic = "Opportunistic"
 	TLSNone          = "None"
 )
@@ -193,6 +208,7 @@ func (c *Config) SetDefaults() {
 	setStr(&c.Listeners.Submission, ":587")
 	setStr(&c.Listeners.Submissions, ":465")
 	setStr(&c.Listeners.HTTP, ":8080")
+	setStr(&c.Listeners.Admin, "127.0.0.1:8081")
 	setStr(&c.TLS.MinVersion, "1.2")
 
 	l := &c.Limits
@@ -224,6 +240,10 @@ func (c *Config) SetDefaults() {
 	setDur(&d.Retry.MaxAge, 120*time.Hour)
 	setDur(&d.Retry.DelayWarningAfter, 4*time.Hour)
 	setInt(&d.MaxConnectionsPerDomain, 10)
+	setInt(&d.MXPort, 25)
+	setInt(&d.Concurrency, 200)
+	setDur(&d.SuppressionTTL, 30*24*time.Hour)
+	setDur(&d.ShutdownGrace, 20*time.Second)
 }
 
 // Validate checks the whole configuration. Every problem is reported, each
@@ -241,7 +261,7 @@ func (c *Config) Validate() error {
 	lp := p("listeners")
 	seen := map[string]string{}
 	for _, l := range []struct{ name, addr string }{{"submission", c.Listeners.Submission},
-		{"submissions", c.Listeners.Submissions}, {"http", c.Listeners.HTTP}} {
+		{"submissions", c.Listeners.Submissions}, {"http", c.Listeners.HTTP}, {"admin", c.Listeners.Admin}} {
 		name, addr := l.name, l.addr
 		if err := checkListenAddress(addr); err != nil {
 			errs = append(errs, field.Invalid(lp.Child(name), addr, err.Error()))
@@ -254,6 +274,10 @@ func (c *Config) Validate() error {
 			errs = append(errs, field.Duplicate(lp.Child(name), addr+" (also "+other+")"))
 		}
 		seen[addr] = name
+	}
+
+	if err := checkAdminAddress(c.Listeners); err != nil {
+		errs = append(errs, field.Invalid(lp.Child("admin"), c.Listeners.Admin, err.Error()))
 	}
 
 	tp := p("tls")
@@ -429,13 +453,13 @@ func (d *Delivery) validate(p *field.Path) field.ErrorList {
 		errs = append(errs, field.Invalid(sp.Child("port"), d.Smarthost.Port, "must be 1-65535"))
 	}
 	switch d.Smarthost.TLS {
-	case TLSRequired, TLSOpportunistic:
+	case TLSRequired, TLSImplicit, TLSOpportunistic:
 	case TLSNone:
 		if d.Smarthost.CredentialsFile != "" {
 			errs = append(errs, field.Invalid(sp.Child("tls"), d.Smarthost.TLS, "credentials are never sent without TLS"))
 		}
 	default:
-		errs = append(errs, field.NotSupported(sp.Child("tls"), d.Smarthost.TLS, []string{TLSRequired, TLSOpportunistic, TLSNone}))
+		errs = append(errs, field.NotSupported(sp.Child("tls"), d.Smarthost.TLS, []string{TLSRequired, TLSImplicit, TLSOpportunistic, TLSNone}))
 	}
 	rp := p.Child("retry")
 	for i, s := range d.Retry.Schedule {
@@ -448,6 +472,20 @@ func (d *Delivery) validate(p *field.Path) field.ErrorList {
 	}
 	if d.Retry.DelayWarningAfter == nil || d.Retry.DelayWarningAfter.Duration < 0 {
 		errs = append(errs, field.Invalid(rp.Child("delayWarningAfter"), durString(d.Retry.DelayWarningAfter), "must not be negative (0s disables)"))
+	}
+	if d.MXPort < 1 || d.MXPort > 65535 {
+		errs = append(errs, field.Invalid(p.Child("mxPort"), d.MXPort, "must be 1-65535"))
+	}
+	if d.Concurrency < 1 {
+		errs = append(errs, field.Invalid(p.Child("concurrency"), d.Concurrency, "must be at least 1"))
+	}
+	for _, f := range []struct {
+		name string
+		d    *metav1.Duration
+	}{{"suppressionTTL", d.SuppressionTTL}, {"shutdownGrace", d.ShutdownGrace}} {
+		if f.d == nil || f.d.Duration <= 0 {
+			errs = append(errs, field.Invalid(p.Child(f.name), durString(f.d), "must be positive"))
+		}
 	}
 	if d.MaxConnectionsPerDomain < 1 {
 		errs = append(errs, field.Invalid(p.Child("maxConnectionsPerDomain"), d.MaxConnectionsPerDomain, "must be at least 1"))
@@ -510,6 +548,24 @@ func SigningDomain(from string, domains map[string]bool) string {
 		d = rest
 	}
 	return ""
+}
+
+// checkAdminAddress keeps the unauthenticated admin API on loopback and
+// off the SMTP ports.
+func checkAdminAddress(l Listeners) error {
+	host, port, err := net.SplitHostPort(l.Admin)
+	if err != nil {
+		return nil // reported by checkListenAddress
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("the admin API has no authentication: it must listen on a loopback address such as 127.0.0.1:8081")
+	}
+	for _, smtpAddr := range []string{l.Submission, l.Submissions} {
+		if _, p, err := net.SplitHostPort(smtpAddr); err == nil && p == port && port != "0" {
+			return fmt.Errorf("must not share a port with the SMTP listeners")
+		}
+	}
+	return nil
 }
 
 func checkListenAddress(addr string) error {

@@ -147,3 +147,25 @@ func TestSigningDomainIsTheClosestListedParent(t *testing.T) {
 		}
 	}
 }
+
+func TestAdminListenerMustBeLoopbackAndNotAnSMTPPort(t *testing.T) {
+	base := "hostname: relay.example.com\ntls: {certFile: /c, keyFile: /k}\nqueue: {directory: /q}\n"
+	for _, tc := range []struct{ listeners, want string }{
+		{`listeners: {admin: "0.0.0.0:8081"}`, "listeners.admin"},
+		{`listeners: {admin: ":8081"}`, "listeners.admin"},
+		{`listeners: {submission: "127.0.0.1:587", admin: "127.0.0.2:587"}`, "must not share a port with the SMTP listeners"},
+		{`delivery: {smarthost: {tls: Always}}`, "delivery.smarthost.tls"},
+	} {
+		_, err := Parse([]byte(base + tc.listeners + "\n"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want one mentioning %q", tc.listeners, err, tc.want)
+		}
+	}
+	c, err := Parse([]byte(base + "delivery: {mode: Smarthost, smarthost: {host: up.example.net, port: 465, tls: Implicit}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listeners.Admin != "127.0.0.1:8081" || c.Delivery.MXPort != 25 {
+		t.Errorf("defaults: admin %q, mxPort %d", c.Listeners.Admin, c.Delivery.MXPort)
+	}
+}

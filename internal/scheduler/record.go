@@ -1,0 +1,197 @@
+package scheduler
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"mailroom.io/mailroom/internal/delivery"
+	"mailroom.io/mailroom/internal/dsn"
+	"mailroom.io/mailroom/internal/queue"
+)
+
+// Recipient states in queue.Recipient.State.
+const (
+	StatePending   = ""
+	StateDelivered = "delivered"
+	StateFailed    = "failed"
+)
+
+// maxDSNHeader bounds the original header returned in a DSN.
+const maxDSNHeader = 64 << 10
+
+// record writes an attempt's outcome: results[j] is for recipient idx[j]
+// of the message as it was when the attempt started.
+func (s *Scheduler) record(id string, idx []int, results []delivery.Result) error {
+	l := s.lock(id)
+	l.Lock()
+	defer l.Unlock()
+	m, ok := s.q.Get(id)
+	if !ok {
+		return nil // deleted through the admin interface meanwhile
+	}
+	now := s.opts.Now().UTC()
+	policy := s.retryPolicy()
+	cut := s.deliverCtx.Err() != nil
+
+	var failed, deferred []int // recipient indexes
+	res := map[int]delivery.Result{}
+	for j, r := range results {
+		i := idx[j]
+		rc := &m.Recipients[i]
+		if rc.State != StatePending {
+			continue
+		}
+		if cut && r.Status == delivery.Deferred && r.Reason == delivery.ReasonLocal {
+			// Cut off by shutdown: not an attempt; due again after restart.
+			continue
+		}
+		rc.Attempts++
+		rc.LastAttempt = now
+		rc.LastResponse = r.Diagnostic()
+		m.History = append(m.History, queue.Attempt{Time: now, Recipient: rc.Address, Status: r.Status.String(),
+			Reason: string(r.Reason), Code: r.Code, Host: r.RemoteHost, IP: r.RemoteIP, TLS: r.TLSVersion, Reply: r.Diagnostic()})
+		res[i] = r
+		switch r.Status {
+		case delivery.Delivered:
+			rc.State = StateDelivered
+			s.m.finished.WithLabelValues("delivered", "").Inc()
+		case delivery.Failed:
+			rc.State = StateFailed
+			failed = append(failed, i)
+		default:
+			deferred = append(deferred, i)
+		}
+	}
+
+	var warn []int
+	if len(deferred) > 0 {
+		m.Attempts++
+		next, giveUp := policy.Next(m.ReceivedAt, now, m.Attempts, s.opts.Rand())
+		if giveUp {
+			for _, i := range deferred {
+				r := res[i]
+				m.Recipients[i].State = StateFailed
+				res[i] = expired(r, m.ReceivedAt, now)
+				failed = append(failed, i)
+			}
+		} else {
+			m.NextAttempt = next
+			if !m.DelayWarned && policy.DelayWarningDue(m.ReceivedAt, now) {
+				m.DelayWarned = true
+				warn = deferred
+			}
+		}
+	}
+	if n := len(m.History) - s.opts.HistoryLimit; n > 0 {
+		m.History = m.History[n:]
+	}
+	for _, i := range failed {
+		s.m.finished.WithLabelValues("bounced", string(res[i].Reason)).Inc()
+	}
+
+	if err := s.notify(&m, failed, res, dsn.Failed, now, time.Time{}); err != nil {
+		// Without its DSN a failure must not be final: retry those
+		// recipients (they will fail again, and the DSN with them).
+		for _, i := range failed {
+			m.Recipients[i].State = StatePending
+		}
+		m.NextAttempt = now.Add(policy.Delay(1, s.opts.Rand()))
+		s.log.Error("scheduler: queueing the failure DSN failed; retrying later", "msgID", m.ID, "err", err)
+	}
+	if err := s.notify(&m, warn, res, dsn.Delayed, now, policy.Expires(m.ReceivedAt)); err != nil {
+		m.DelayWarned = false
+		s.log.Error("scheduler: queueing the delay DSN failed", "msgID", m.ID, "err", err)
+	}
+	return s.save(m)
+}
+
+// save writes m's new state, or removes it once no recipient is pending.
+func (s *Scheduler) save(m queue.Message) error {
+	for _, r := range m.Recipients {
+		if r.State == StatePending {
+			return s.q.Update(m)
+		}
+	}
+	if err := s.q.Remove(m.ID); err != nil && !errors.Is(err, queue.ErrNotFound) {
+		return err
+	}
+	s.log.Info("scheduler: message finished", "msgID", m.ID, "from", m.From, "recipients", len(m.Recipients))
+	return nil
+}
+
+// expired turns the last deferral into the final failure of a message
+// that outlived maxAge.
+func expired(last delivery.Result, received, now time.Time) delivery.Result {
+	r := last
+	r.Status = delivery.Failed
+	r.Reason = delivery.ReasonExpired
+	r.Code = "5.4.7" // delivery time expired (RFC 3463)
+	r.Detail = fmt.Sprintf("gave up after %s of retrying", now.Sub(received).Round(time.Second))
+	if d := last.Diagnostic(); d != "" {
+		r.Detail += "; last attempt: " + strings.ReplaceAll(d, "\n", " ")
+	}
+	r.Reply = delivery.Reply{}
+	return r
+}
+
+// notify queues one DSN of the given action for the recipients idx of m
+// that asked for it (NOTIFY). Nothing is sent for the null sender: those
+// are counted as dropped instead.
+func (s *Scheduler) notify(m *queue.Message, idx []int, res map[int]delivery.Result, action dsn.Action, now, until time.Time) error {
+	if len(idx) == 0 {
+		return nil
+	}
+	if m.From == "" {
+		s.m.dsnDropped.Add(float64(len(idx)))
+		s.log.Warn("scheduler: no DSN for a message from the null sender", "msgID", m.ID, "action", string(action), "recipients", len(idx))
+		return nil
+	}
+	var rcpts []dsn.Recipient
+	for _, i := range idx {
+		rc := m.Recipients[i]
+		if !dsn.Wanted(m.From, rc.Notify, action) {
+			continue
+		}
+		rcpts = append(rcpts, res[i].DSNRecipient(rc.OriginalRecipient, now, until))
+	}
+	if len(rcpts) == 0 {
+		return nil
+	}
+	return s.queueDSN(*m, rcpts, action)
+}
+
+// queueDSN builds a report about m and commits it to the queue from the
+// null sender, to m's envelope sender.
+func (s *Scheduler) queueDSN(m queue.Message, rcpts []dsn.Recipient, action dsn.Action) error {
+	var hdr []byte
+	if rc, err := s.q.Open(m.ID); err == nil {
+		hdr, _ = dsn.OriginalHeader(rc, maxDSNHeader)
+		rc.Close()
+	}
+	msg, err := dsn.Build(dsn.Report{ReportingMTA: s.opts.Hostname, Sender: m.From, EnvelopeID: m.EnvelopeID,
+		ArrivalDate: m.ReceivedAt, Date: s.opts.Now(), Recipients: rcpts, OriginalHeader: hdr})
+	if err != nil {
+		return err
+	}
+	w, err := s.q.NewWriter()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(msg.Data); err != nil {
+		w.Abort()
+		return err
+	}
+	to := make([]queue.Recipient, len(msg.To))
+	for i, a := range msg.To {
+		to[i] = queue.Recipient{Address: a}
+	}
+	if err := w.Commit(queue.Message{From: "", Recipients: to, Origin: "dsn:" + m.ID,
+		EightBit: msg.EightBit, SMTPUTF8: msg.SMTPUTF8}); err != nil {
+		return err
+	}
+	s.m.dsnQueued.WithLabelValues(string(action)).Inc()
+	s.log.Info("scheduler: DSN queued", "msgID", m.ID, "dsnID", w.ID(), "action", string(action), "to", m.From, "recipients", len(rcpts))
+	return nil
+}
