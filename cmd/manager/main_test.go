@@ -12,8 +12,6 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"mailroom.io/mailroom/internal/testutil/envtest"
@@ -29,18 +27,10 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// writeKubeconfig turns envtest's rest.Config into a kubeconfig file, the
-// way a user would hand one to the manager.
 func writeKubeconfig(t *testing.T, env *envtest.Env) string {
 	t.Helper()
-	c := env.Config
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: c.Host, CertificateAuthorityData: c.CAData}
-	kc.AuthInfos["envtest"] = &clientcmdapi.AuthInfo{ClientCertificateData: c.CertData, ClientKeyData: c.KeyData, Token: c.BearerToken}
-	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "envtest"}
-	kc.CurrentContext = "envtest"
 	p := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, p); err != nil {
+	if err := env.WriteKubeconfig(p); err != nil {
 		t.Fatal(err)
 	}
 	return p

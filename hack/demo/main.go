@@ -34,12 +34,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "mailroom.io/mailroom/api/v1alpha1"
 	"mailroom.io/mailroom/internal/testutil/bindtest"
+	"mailroom.io/mailroom/internal/testutil/dkimpy"
 	"mailroom.io/mailroom/internal/testutil/envtest"
 )
 
@@ -126,7 +125,7 @@ func (d *demo) run(ctx context.Context, dir string) error {
 		return err
 	}
 	kubeconfig := filepath.Join(d.dir, "kubeconfig")
-	if err := writeKubeconfig(d.env, kubeconfig); err != nil {
+	if err := d.env.WriteKubeconfig(kubeconfig); err != nil {
 		return err
 	}
 
@@ -210,8 +209,12 @@ func (d *demo) run(ctx context.Context, dir string) error {
 	fmt.Printf("    delivered to %s: %s\n", recipientHost, msg)
 
 	d.step("verifying the DKIM signature with dkimpy, key fetched from BIND")
-	out, err := dkimVerify(d.bind.Addr, msg)
-	fmt.Print(indent(out))
+	data, err := os.ReadFile(msg)
+	if err != nil {
+		return err
+	}
+	out, err := dkimpy.Verify(d.bind.Addr, data)
+	fmt.Print(indent("dkimpy: " + out))
 	if err != nil {
 		return fmt.Errorf("dkimpy did not verify the delivered message: %w", err)
 	}
@@ -377,16 +380,6 @@ func (d *demo) printLogTails() {
 	if d.bind != nil {
 		fmt.Fprintf(os.Stderr, "--- named ---\n%s\n", d.bind.LogTail(15))
 	}
-}
-
-func writeKubeconfig(env *envtest.Env, path string) error {
-	c := env.Config
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["demo"] = &clientcmdapi.Cluster{Server: c.Host, CertificateAuthorityData: c.CAData}
-	kc.AuthInfos["demo"] = &clientcmdapi.AuthInfo{ClientCertificateData: c.CertData, ClientKeyData: c.KeyData, Token: c.BearerToken}
-	kc.Contexts["demo"] = &clientcmdapi.Context{Cluster: "demo", AuthInfo: "demo"}
-	kc.CurrentContext = "demo"
-	return clientcmd.WriteToFile(*kc, path)
 }
 
 func freeAddr() string {

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"mailroom.io/mailroom/internal/testutil/bindtest"
 	"mailroom.io/mailroom/internal/testutil/envtest"
@@ -173,17 +171,11 @@ func startGarbageCollector(t testing.TB, root string, cfg *rest.Config) {
 	)
 }
 
-// writeKubeconfig writes cfg (a client-certificate config, as envtest
-// hands out) as a kubeconfig file for the child processes.
+// writeKubeconfig writes cfg as a kubeconfig file for the child processes.
 func writeKubeconfig(t testing.TB, cfg *rest.Config) string {
 	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["envtest"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
-	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "envtest"}
-	kc.CurrentContext = "envtest"
 	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+	if err := envtest.WriteKubeconfig(cfg, path); err != nil {
 		t.Fatal(err)
 	}
 	return path
