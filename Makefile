@@ -86,11 +86,15 @@ envtest-assets: ## Build kube-apiserver and etcd from the Go module proxy into b
 ##@ Benchmarks
 
 .PHONY: bench
-bench: bench-intake ## All benchmarks; each compares against Postfix in the same run.
+bench: bench-intake bench-delivery ## All benchmarks; each compares against Postfix in the same run.
 
 .PHONY: bench-intake
 bench-intake: ## Relay intake (fsync on, 5 KB, 20 sessions) vs Postfix, both fed by smtp-source.
 	hack/bench-intake.sh $(BENCH_ARGS)
+
+.PHONY: bench-delivery
+bench-delivery: ## End to end: smtp-source → relay → MX via loopback DNS → smtp-sink, vs Postfix with the same DNS and sink.
+	hack/bench-delivery.sh $(BENCH_ARGS)
 
 $(CONTROLLER_GEN):
 	GOBIN=$(dir $(CONTROLLER_GEN)) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)

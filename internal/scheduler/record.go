@@ -43,8 +43,13 @@ func (s *Scheduler) record(id string, idx []int, results []delivery.Result) erro
 		if rc.State != StatePending {
 			continue
 		}
-		if cut && r.Status == delivery.Deferred && r.Reason == delivery.ReasonLocal {
+		if cut && r.Status == delivery.Deferred {
 			// Cut off by shutdown: not an attempt; due again after restart.
+			// The engine reports a transaction interrupted by the
+			// cancellation as a connection failure (ReasonConnection), not
+			// only as ReasonLocal, so every deferral of a cut-off attempt
+			// is treated alike; a genuine 4xx that raced the cut-off is
+			// simply asked again after the restart.
 			continue
 		}
 		rc.Attempts++

@@ -15,38 +15,21 @@
 package main
 
 import (
-	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"flag"
 	"fmt"
-	"io"
 	"log"
-	"math/big"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
-	"golang.org/x/crypto/bcrypt"
 
-	"mailroom.io/mailroom/internal/dkim"
+	"mailroom.io/mailroom/test/bench/benchkit"
 )
 
 var (
@@ -98,20 +81,20 @@ func main() {
 	r := newRelay(filepath.Join(dir, "relay-"+algs[0]), algs[0])
 	r.start()
 	relayName := fmt.Sprintf("relay, trusted network, DKIM %s (smtp-source)", algs[0])
-	smtpSourceRun(r.smtpAddr, warmup, relayName+" warm-up")
+	smtpSourceRun(r.SMTPAddr, warmup, relayName+" warm-up")
 	var pf *postfix
 	postfixName := "postfix 3.x, mynetworks, no signing (smtp-source)"
 	if !*skipPostfix {
 		pf = newPostfix(filepath.Join(dir, "postfix"))
 		pf.start()
-		smtpSourceRun(pf.addr, warmup, postfixName+" warm-up")
+		smtpSourceRun(pf.Addr, warmup, postfixName+" warm-up")
 	}
 	var relayRuns, postfixRuns []result
-	relayRuns = append(relayRuns, runSmtpSource(relayName, r.smtpAddr))
+	relayRuns = append(relayRuns, runSmtpSource(relayName, r.SMTPAddr))
 	if pf != nil {
-		postfixRuns = append(postfixRuns, runSmtpSource(postfixName, pf.addr), runSmtpSource(postfixName, pf.addr))
+		postfixRuns = append(postfixRuns, runSmtpSource(postfixName, pf.Addr), runSmtpSource(postfixName, pf.Addr))
 	}
-	relayRuns = append(relayRuns, runSmtpSource(relayName, r.smtpAddr))
+	relayRuns = append(relayRuns, runSmtpSource(relayName, r.SMTPAddr))
 	r.checkAccepted(warmup + 2**messages)
 	results = append(results, mean(relayRuns))
 	if pf != nil {
@@ -130,8 +113,8 @@ func main() {
 		r := newRelay(filepath.Join(dir, "relay-"+alg), alg)
 		r.start()
 		name := fmt.Sprintf("relay, trusted network, DKIM %s (smtp-source)", alg)
-		smtpSourceRun(r.smtpAddr, warmup, name+" warm-up")
-		res := runSmtpSource(name, r.smtpAddr)
+		smtpSourceRun(r.SMTPAddr, warmup, name+" warm-up")
+		res := runSmtpSource(name, r.SMTPAddr)
 		r.checkAccepted(warmup + *messages)
 		results = append(results, res)
 		r.stop()
@@ -161,25 +144,13 @@ func mean(runs []result) result {
 	return m
 }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
+var ms = benchkit.MS
 
 const warmup = 500
 
 // smtpSourceRun sends n messages to addr with smtp-source and times it.
 func smtpSourceRun(addr string, n int, name string) time.Duration {
-	cmd := exec.Command(*smtpSource, "-d", "-s", strconv.Itoa(*sessions), "-m", strconv.Itoa(n),
-		"-l", strconv.Itoa(*size), "-f", "load@example.com", "-t", "sink@example.net", addr)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		log.Fatalf("%s: smtp-source: %v\n%s", name, err, out.String())
-	}
-	if out.Len() > 0 {
-		// smtp-source only prints on trouble (a refused message).
-		log.Fatalf("%s: smtp-source reported:\n%s", name, out.String())
-	}
-	return time.Since(start)
+	return benchkit.SmtpSource(*smtpSource, addr, n, *sessions, *size, "load@example.com", "sink@example.net", name)
 }
 
 // runSmtpSource is one measured smtp-source run.
@@ -189,112 +160,30 @@ func runSmtpSource(name, addr string) result {
 	return result{name: name, n: *messages, elapsed: elapsed}
 }
 
-// relay is the relay binary running with a benchmark config.
-type relay struct {
-	dir, cfgPath, smtpAddr, tlsAddr, httpAddr string
-	pool                                      *x509.CertPool
-	cmd                                       *exec.Cmd
-	log                                       bytes.Buffer
-}
-
-const benchUser, benchPass = "bench.user", "bench-password"
+// relay adds the intake checks to the benchmark relay.
+type relay struct{ *benchkit.Relay }
 
 func newRelay(dir, alg string) *relay {
-	must(os.MkdirAll(dir, 0o700))
-	key, err := dkim.Generate(dkim.Algorithm(alg), rand.Reader)
-	must(err)
-	pemKey, err := dkim.MarshalPrivateKey(key)
-	must(err)
-	must(os.WriteFile(filepath.Join(dir, "dkim.pem"), pemKey, 0o600))
-	certPEM, keyPEM := selfSigned()
-	must(os.WriteFile(filepath.Join(dir, "tls.crt"), certPEM, 0o600))
-	must(os.WriteFile(filepath.Join(dir, "tls.key"), keyPEM, 0o600))
-	hash, err := bcrypt.GenerateFromPassword([]byte(benchPass), bcrypt.DefaultCost)
-	must(err)
-	r := &relay{dir: dir, smtpAddr: freeAddr(), tlsAddr: freeAddr(), httpAddr: freeAddr(), pool: x509.NewCertPool()}
-	r.pool.AppendCertsFromPEM(certPEM)
-	cfg := fmt.Sprintf(`hostname: relay.bench.test
-listeners: {submission: %q, submissions: %q, http: %q}
-tls: {certFile: %[4]s/tls.crt, keyFile: %[4]s/tls.key}
-limits: {maxConnectionsPerIP: 1000}
-trustedNetworks:
-  - {name: bench, cidrs: [127.0.0.1/32], allowedSenders: [example.com]}
-domains:
-  - {name: example.com, keys: [{selector: bench, algorithm: %[5]s, privateKeyFile: %[4]s/dkim.pem}]}
-credentials:
-  - {username: %[6]s, passwordHash: %[7]q, allowedSenders: [example.com]}
-queue: {directory: %[4]s/queue}
-delivery: {paused: true}
-`, r.smtpAddr, r.tlsAddr, r.httpAddr, dir, alg, benchUser, string(hash))
-	r.cfgPath = filepath.Join(dir, "relay.yaml")
-	must(os.WriteFile(r.cfgPath, []byte(cfg), 0o600))
-	return r
+	return &relay{benchkit.NewRelay(*relayBin, dir, alg, "{paused: true}")}
 }
 
-func (r *relay) start() {
-	r.cmd = exec.Command(*relayBin, "--config", r.cfgPath, "--log-format", "text")
-	// Per-message log lines go to a file, as in a pod they go to a pipe.
-	f, err := os.Create(filepath.Join(r.dir, "relay.log"))
-	must(err)
-	r.cmd.Stdout, r.cmd.Stderr = f, f
-	must(r.cmd.Start())
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if resp, err := http.Get("http://" + r.httpAddr + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			log.Fatalf("relay not ready; see %s/relay.log", r.dir)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (r *relay) metric(name string) float64 {
-	resp, err := http.Get("http://" + r.httpAddr + "/metrics")
-	must(err)
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(b)
-	if m == nil {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	return v
-}
+func (r *relay) start() { r.Start() }
+func (r *relay) stop()  { r.Stop() }
 
 // checkAccepted makes sure the relay really queued what smtp-source sent.
 func (r *relay) checkAccepted(want int) {
-	if got := int(r.metric("mailroom_queue_depth")); got < want {
+	if got := int(r.Metric("mailroom_queue_depth")); got < want {
 		log.Fatalf("relay queued %d messages, want %d", got, want)
 	}
-	sum, count := r.metric("mailroom_queue_commit_batch_records_sum"), r.metric("mailroom_queue_commit_batch_records_count")
+	sum, count := r.Metric("mailroom_queue_commit_batch_records_sum"), r.Metric("mailroom_queue_commit_batch_records_count")
 	fmt.Printf("    group commit: %.0f records in %.0f fsyncs (%.1f per fsync)\n", sum, count, sum/count)
-}
-
-func (r *relay) stop() {
-	r.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- r.cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			log.Fatalf("relay exit: %v; see %s/relay.log", err, r.dir)
-		}
-	case <-time.After(60 * time.Second):
-		r.cmd.Process.Kill()
-		log.Fatal("relay did not stop")
-	}
 }
 
 // runGoClient loads the relay over STARTTLS + AUTH PLAIN, one long session
 // per worker, and times each transaction from MAIL to the 250 after DATA.
 func runGoClient(name string, r *relay) result {
 	body := benchMessage(*size)
-	tlsCfg := &tls.Config{RootCAs: r.pool, ServerName: "relay.bench.test"}
+	tlsCfg := r.TLSConfig()
 	run := func(n int) (time.Duration, []time.Duration) {
 		var next atomic.Int64
 		var mu sync.Mutex
@@ -305,10 +194,10 @@ func runGoClient(name string, r *relay) result {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c, err := smtp.DialStartTLS(r.smtpAddr, tlsCfg)
+				c, err := smtp.DialStartTLS(r.SMTPAddr, tlsCfg)
 				must(err)
 				defer c.Close()
-				must(c.Auth(sasl.NewPlainClient("", benchUser, benchPass)))
+				must(c.Auth(sasl.NewPlainClient("", benchkit.User, benchkit.Password)))
 				var mine []time.Duration
 				for next.Add(1) <= int64(n) {
 					t0 := time.Now()
@@ -339,165 +228,26 @@ func runGoClient(name string, r *relay) result {
 }
 
 func benchMessage(n int) []byte {
-	var b bytes.Buffer
-	b.WriteString("From: Load <load@example.com>\r\nTo: <sink@example.net>\r\nSubject: benchmark\r\n" +
-		"Date: Wed, 25 Nov 2026 12:00:00 +0000\r\nMessage-ID: <bench@load.test>\r\nMIME-Version: 1.0\r\n" +
-		"Content-Type: text/plain; charset=us-ascii\r\n\r\n")
-	for i := 0; b.Len() < n; i++ {
-		fmt.Fprintf(&b, "%d%s\r\n", i, strings.Repeat("X", 77))
-	}
-	return b.Bytes()
+	return benchkit.BenchMessage(n, "sink@example.net", "bench@load.test")
 }
 
-// postfix is a throwaway Postfix instance: its own config, queue and log in
-// a temp dir, smtpd on a loopback port, nothing delivered.
-type postfix struct {
-	dir, addr string
-}
+// postfix is a throwaway Postfix instance that accepts and queues but
+// never delivers.
+type postfix struct{ *benchkit.Postfix }
 
 func newPostfix(dir string) *postfix {
-	p := &postfix{dir: dir, addr: freeAddr()}
-	for _, d := range []string{"etc", "spool", "data"} {
-		must(os.MkdirAll(filepath.Join(dir, d), 0o755))
-	}
-	must(os.Chmod(dir, 0o755))
-	// The master's lock and data files belong to the mail owner.
-	out, err := exec.Command("chown", "postfix", filepath.Join(dir, "data")).CombinedOutput()
-	if err != nil {
-		log.Fatalf("chown postfix (the benchmark must run as root): %v %s", err, out)
-	}
-	mainCf := fmt.Sprintf(`compatibility_level = 3.6
-queue_directory = %[1]s/spool
-data_directory = %[1]s/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.bench.test
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mydestination =
-relay_domains =
-local_recipient_maps =
-alias_maps =
-alias_database =
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions = permit_mynetworks, reject
-# Accept and queue, never deliver.
-defer_transports = smtp
-maillog_file = %[1]s/maillog
-biff = no
-`, dir)
-	// Debian's services, without chroot (the temp queue has no chroot
-	// files), smtpd on the benchmark port.
-	masterCf := p.addr + ` inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-`
-	must(os.WriteFile(filepath.Join(dir, "etc", "main.cf"), []byte(mainCf), 0o644))
-	must(os.WriteFile(filepath.Join(dir, "etc", "master.cf"), []byte(masterCf), 0o644))
-	return p
+	return &postfix{benchkit.NewPostfix(*postfixBin, dir, "# Accept and queue, never deliver.\ndefer_transports = smtp\n")}
 }
 
-func (p *postfix) start() {
-	out, err := exec.Command(*postfixBin, "-c", filepath.Join(p.dir, "etc"), "start").CombinedOutput()
-	if err != nil {
-		log.Fatalf("postfix start: %v\n%s", err, out)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if c, err := net.DialTimeout("tcp", p.addr, time.Second); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			log.Fatalf("postfix smtpd not listening on %s; see %s/maillog", p.addr, p.dir)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (p *postfix) stop() {
-	out, err := exec.Command(*postfixBin, "-c", filepath.Join(p.dir, "etc"), "stop").CombinedOutput()
-	if err != nil {
-		log.Printf("postfix stop: %v\n%s", err, out)
-	}
-	// The master exits asynchronously; wait until the port is free.
-	for i := 0; i < 100; i++ {
-		c, err := net.DialTimeout("tcp", p.addr, time.Second)
-		if err != nil {
-			return
-		}
-		c.Close()
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+func (p *postfix) start() { p.Start() }
+func (p *postfix) stop()  { p.Stop() }
 
 // checkQueued counts queue files, so Postfix is known to have queued (not
 // dropped) the load.
 func (p *postfix) checkQueued(want int) {
-	n := 0
-	for _, q := range []string{"incoming", "active", "deferred", "hold", "maildrop"} {
-		filepath.Walk(filepath.Join(p.dir, "spool", q), func(_ string, fi os.FileInfo, err error) error {
-			if err == nil && fi.Mode().IsRegular() {
-				n++
-			}
-			return nil
-		})
-	}
-	if n < want {
+	if n := p.Queued(); n < want {
 		log.Fatalf("postfix queued %d messages, want %d", n, want)
 	}
 }
 
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	must(err)
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func selfSigned() (certPEM, keyPEM []byte) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "relay.bench.test"},
-		DNSNames:     []string{"relay.bench.test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	must(err)
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	must(err)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-}
-
-func must(err error) {
-	if err != nil {
-		log.Fatal(err)
-	}
-}
+var must = benchkit.Must

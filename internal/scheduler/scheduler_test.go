@@ -1,0 +1,400 @@
+package scheduler_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"mailroom.io/mailroom/internal/queue"
+	"mailroom.io/mailroom/internal/scheduler"
+)
+
+func TestDueMessagesAreAttemptedAndOthersWaitForTheirTime(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	due := e.enqueue("app@example.com", "due@example.org")
+	later := e.enqueue("app@example.com", "later@example.org")
+	e.edit(later, func(m *queue.Message) { m.NextAttempt = t0.Add(time.Hour) })
+	e.run()
+	e.settle()
+
+	if !e.gone(due) || len(e.fake.callsFor(due)) != 1 {
+		t.Errorf("the due message was not delivered once: calls %v", e.fake.callsFor(due))
+	}
+	if c := e.fake.callsFor(later); len(c) != 0 {
+		t.Fatalf("a message due in an hour was attempted now: %v", c)
+	}
+
+	e.clock.Advance(time.Hour)
+	e.s.Wake()
+	eventually(t, "the later message is delivered at its time", func() bool { return e.gone(later) })
+}
+
+func TestEachRecipientsOutcomeIsKeptInTheQueue(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	e.fake.answer("deferred@example.org", tempFail, ok)
+	e.fake.answer("failed@example.org", permFail)
+	id := e.enqueue("app@example.com", "delivered@example.org", "deferred@example.org", "failed@example.org")
+	e.run()
+	e.settle()
+
+	m := e.get(id)
+	want := map[string]string{"delivered@example.org": scheduler.StateDelivered, "deferred@example.org": scheduler.StatePending,
+		"failed@example.org": scheduler.StateFailed}
+	for _, r := range m.Recipients {
+		if r.State != want[r.Address] {
+			t.Errorf("%s: state %q, want %q", r.Address, r.State, want[r.Address])
+		}
+		if r.Attempts != 1 || !r.LastAttempt.Equal(t0) {
+			t.Errorf("%s: attempts %d at %s, want 1 at %s", r.Address, r.Attempts, r.LastAttempt, t0)
+		}
+	}
+	if r := m.Recipients[1]; !strings.Contains(r.LastResponse, "451 4.3.0 try again later") {
+		t.Errorf("the deferred recipient's last response is %q", r.LastResponse)
+	}
+	if m.Attempts != 1 || !m.NextAttempt.Equal(t0.Add(10*time.Minute)) {
+		t.Errorf("message attempts %d, next %s; want 1 and the first schedule step (%s)", m.Attempts, m.NextAttempt, t0.Add(10*time.Minute))
+	}
+	if len(m.History) != 3 || m.History[0].Host != "mx.example.net" || m.History[2].Code != "5.1.1" {
+		t.Errorf("history %+v, want one entry per recipient with host and code", m.History)
+	}
+	dsns := e.fake.dsnsTo("app@example.com")
+	if len(dsns) != 1 {
+		t.Fatalf("%d DSNs to the sender, want one failure DSN", len(dsns))
+	}
+	body := dsns[0].data
+	if !strings.Contains(body, "Final-Recipient: rfc822; failed@example.org") || !strings.Contains(body, "Action: failed") ||
+		strings.Contains(body, "deferred@example.org") || strings.Contains(body, "Final-Recipient: rfc822; delivered@example.org") {
+		t.Errorf("the DSN must list exactly the failed recipient:\n%s", body)
+	}
+
+	// The next attempt, at its time, is for the pending recipient only;
+	// with it delivered the message is finished and forgotten.
+	e.clock.Advance(10 * time.Minute)
+	e.s.Wake()
+	eventually(t, "the message is finished", func() bool { return e.gone(id) })
+	calls := e.fake.callsFor(id)
+	if len(calls) != 2 || strings.Join(calls[1].rcpts, ",") != "deferred@example.org" {
+		t.Errorf("second attempt went to %v, want only the deferred recipient", calls[len(calls)-1].rcpts)
+	}
+	if n := e.metric("mailroom_queue_recipients_finished_total", map[string]string{"status": "delivered"}); n < 2 {
+		t.Errorf("finished delivered = %v, want at least the 2 recipients", n)
+	}
+}
+
+func TestTheFailureDSNIsWrittenBeforeTheOriginalsNewState(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	e.fake.answer("failed@example.org", permFail)
+	e.fake.answer("deferred@example.org", tempFail)
+	gone := e.enqueue("app@example.com", "failed@example.org")
+	kept := e.enqueue("app@example.com", "failed@example.org", "deferred@example.org")
+	e.run()
+	e.settle()
+	e.close()
+
+	// On disk, the DSN's MESSAGE record must precede the record that makes
+	// the failure final (DONE for a finished message, the UPDATE marking
+	// the recipient failed otherwise): a crash between the two repeats a
+	// failure, never loses its DSN.
+	recs := readLog(t, e.dir+"/queue")
+	index := func(match func(r logRecord) bool) int {
+		for i, r := range recs {
+			if match(r) {
+				return i
+			}
+		}
+		return -1
+	}
+	for _, id := range []string{gone, kept} {
+		dsnAt := index(func(r logRecord) bool { return r.typ == 1 && r.origin == "dsn:"+id })
+		finalAt := index(func(r logRecord) bool {
+			if r.id != id {
+				return false
+			}
+			if r.typ == 3 {
+				return true
+			}
+			return r.typ == 2 && len(r.rcpts) > 0 && r.rcpts[0].State == scheduler.StateFailed
+		})
+		if dsnAt < 0 || finalAt < 0 || dsnAt > finalAt {
+			t.Errorf("message %s: DSN record at %d, final state at %d; want the DSN first", id, dsnAt, finalAt)
+		}
+	}
+}
+
+func TestTheDelayWarningIsSentOnceAndSurvivesARestart(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	e.fake.answer("slow@example.org", tempFail)
+	id := e.enqueue("app@example.com", "slow@example.org")
+	e.run()
+	e.settle()
+	if n := len(e.fake.dsnsTo("app@example.com")); n != 0 {
+		t.Fatalf("%d DSNs after the first deferral; the warning is due only after 4h", n)
+	}
+
+	e.clock.Advance(5 * time.Hour)
+	e.s.Wake()
+	e.settle()
+	if !e.get(id).DelayWarned {
+		t.Fatal("the message is not marked as warned")
+	}
+	dsns := e.fake.dsnsTo("app@example.com")
+	if len(dsns) != 1 || !strings.Contains(dsns[0].data, "Action: delayed") || !strings.Contains(dsns[0].data, "Will-Retry-Until:") {
+		t.Fatalf("want one delayed DSN with Will-Retry-Until, got %d: %v", len(dsns), dsns)
+	}
+
+	e.restart()
+	e.run()
+	for range 3 {
+		e.clock.Advance(time.Hour)
+		e.s.Wake()
+		e.settle()
+	}
+	if got := e.get(id).Attempts; got != 5 {
+		t.Fatalf("attempts %d, want 5", got)
+	}
+	if n := len(e.fake.dsnsTo("app@example.com")); n != 1 {
+		t.Errorf("%d DSNs to the sender after more deferrals and a restart, want still 1", n)
+	}
+}
+
+func TestAMessageThatOutlivesMaxAgeFailsWithADSN(t *testing.T) {
+	retry := defaultRetry()
+	retry.MaxAge, retry.DelayWarningAfter = 2*time.Hour, 0
+	e := newEnv(t, retry)
+	e.fake.answer("slow@example.org", tempFail)
+	id := e.enqueue("app@example.com", "slow@example.org")
+	e.run()
+	e.settle()
+	for e.clock.Now().Before(t0.Add(2 * time.Hour)) {
+		if e.gone(id) {
+			t.Fatalf("the message ended before maxAge, at %s", e.clock.Now())
+		}
+		e.clock.Advance(time.Hour)
+		e.s.Wake()
+		e.settle()
+	}
+	if !e.gone(id) {
+		t.Fatalf("the message is still queued after maxAge: %+v", e.get(id))
+	}
+	dsns := e.fake.dsnsTo("app@example.com")
+	if len(dsns) != 1 || !strings.Contains(dsns[0].data, "Status: 5.4.7") || !strings.Contains(dsns[0].data, "451 4.3.0 try again later") {
+		t.Fatalf("want one failure DSN with 5.4.7 and the last reply, got %v", dsns)
+	}
+	if n := e.metric("mailroom_queue_recipients_finished_total", map[string]string{"status": "bounced", "reason": "expired"}); n != 1 {
+		t.Errorf("finished bounced/expired = %v, want 1", n)
+	}
+}
+
+func TestAFailedMessageFromTheNullSenderCausesNoDSN(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	e.fake.answer("gone@example.org", permFail)
+	id := e.enqueue("", "gone@example.org")
+	e.run()
+	e.settle()
+	if !e.gone(id) {
+		t.Fatal("the failed bounce is still queued")
+	}
+	if n := e.metric("mailroom_dsn_queued_total", nil); n != 0 {
+		t.Errorf("%v DSNs queued for a message from <>", n)
+	}
+	if n := e.metric("mailroom_dsn_dropped_total", nil); n != 1 {
+		t.Errorf("dsn_dropped = %v, want 1", n)
+	}
+}
+
+func TestHoldDuringAnAttemptIsKeptAndReleaseResumesTheSchedule(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	e.fake.answer("slow@example.org", tempFail)
+	id := e.enqueue("app@example.com", "slow@example.org")
+	release := e.fake.hold()
+	defer release()
+	e.run()
+	<-e.fake.started
+	if err := e.s.Hold(id); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	eventually(t, "the attempt is recorded", func() bool { return e.get(id).Attempts == 1 })
+	if m := e.get(id); !m.Held {
+		t.Fatal("the attempt's outcome overwrote the hold")
+	}
+
+	e.clock.Advance(2 * time.Hour) // well past the next attempt time
+	e.s.Wake()
+	e.settle()
+	if n := len(e.fake.callsFor(id)); n != 1 {
+		t.Fatalf("a held message was attempted again (%d attempts)", n)
+	}
+	if got := e.s.List(scheduler.Filter{State: scheduler.StateHeld}); len(got) != 1 || got[0].ID != id {
+		t.Errorf("list of held messages: %v", got)
+	}
+
+	if err := e.s.Release(id); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the released message is attempted again", func() bool { return len(e.fake.callsFor(id)) == 2 })
+}
+
+func TestRetryNowMakesADeferredOrHeldMessageDueAtOnce(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	e.fake.answer("slow@example.org", tempFail, tempFail, ok)
+	id := e.enqueue("app@example.com", "slow@example.org")
+	e.run()
+	e.settle()
+	if m := e.get(id); !m.NextAttempt.After(e.clock.Now()) {
+		t.Fatalf("not deferred: %+v", m)
+	}
+	if err := e.s.RetryNow(id); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the second attempt", func() bool { return e.get(id).Attempts == 2 })
+
+	if err := e.s.Hold(id); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.RetryNow(id); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the held message is retried and delivered", func() bool { return e.gone(id) })
+	if err := e.s.RetryNow(id); !errors.Is(err, queue.ErrNotFound) {
+		t.Errorf("RetryNow of a finished message: %v, want ErrNotFound", err)
+	}
+}
+
+func TestDeleteDuringAnAttemptIsNotUndoneByItsOutcome(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	e.fake.answer("slow@example.org", tempFail)
+	id := e.enqueue("app@example.com", "slow@example.org")
+	release := e.fake.hold()
+	defer release()
+	e.run()
+	<-e.fake.started
+	if err := e.s.Delete(id, false); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	e.settle()
+	if !e.gone(id) {
+		t.Fatalf("the deleted message came back: %+v", e.get(id))
+	}
+	if n := len(e.fake.dsnsTo("app@example.com")); n != 0 {
+		t.Errorf("%d DSNs after a silent delete", n)
+	}
+}
+
+func TestDeleteWithBounceReportsThePendingRecipients(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	e.fake.answer("slow@example.org", tempFail)
+	id := e.enqueue("app@example.com", "done@example.org", "slow@example.org")
+	e.run()
+	e.settle()
+	if err := e.s.Delete(id, true); err != nil {
+		t.Fatal(err)
+	}
+	if !e.gone(id) {
+		t.Fatal("still queued after delete")
+	}
+	e.settle()
+	dsns := e.fake.dsnsTo("app@example.com")
+	if len(dsns) != 1 {
+		t.Fatalf("%d DSNs, want one", len(dsns))
+	}
+	body := dsns[0].data
+	if !strings.Contains(body, "Final-Recipient: rfc822; slow@example.org") || strings.Contains(body, "Final-Recipient: rfc822; done@example.org") ||
+		!strings.Contains(body, "deleted from the queue") {
+		t.Errorf("the DSN must report only the pending recipient as deleted:\n%s", body)
+	}
+	if n := e.metric("mailroom_queue_recipients_finished_total", map[string]string{"status": "bounced", "reason": "deleted"}); n != 1 {
+		t.Errorf("finished bounced/deleted = %v, want 1", n)
+	}
+	if err := e.s.Delete(id, true); !errors.Is(err, queue.ErrNotFound) {
+		t.Errorf("deleting twice: %v, want ErrNotFound", err)
+	}
+}
+
+func TestARestartResumesTheScheduleFromTheQueue(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	e.fake.answer("slow@example.org", tempFail, ok)
+	id := e.enqueue("app@example.com", "slow@example.org")
+	held := e.enqueue("app@example.com", "held@example.org")
+	e.edit(held, func(m *queue.Message) { m.Held = true })
+	e.run()
+	e.settle()
+
+	e.restart()
+	e.run()
+	e.clock.Advance(5 * time.Minute)
+	e.s.Wake()
+	e.settle()
+	if n := len(e.fake.callsFor(id)); n != 1 {
+		t.Fatalf("attempted %d times before its next attempt time after a restart, want 1", n)
+	}
+	if m := e.get(held); !m.Held || len(e.fake.callsFor(held)) != 0 {
+		t.Fatal("the hold did not survive the restart")
+	}
+	e.clock.Advance(5 * time.Minute)
+	e.s.Wake()
+	eventually(t, "delivery at the scheduled time", func() bool { return e.gone(id) })
+}
+
+func TestShutdownCutsOffAttemptsWithoutCountingThem(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	id := e.enqueue("app@example.com", "stalled@example.org")
+	release := e.fake.hold()
+	defer release()
+	e.run()
+	<-e.fake.started
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := e.s.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Shutdown with an attempt in progress at the deadline: %v", err)
+	}
+	m := e.get(id)
+	if m.Attempts != 0 || m.Recipients[0].Attempts != 0 || !m.NextAttempt.IsZero() || len(m.History) != 0 {
+		t.Fatalf("a cut-off attempt was counted: %+v", m)
+	}
+
+	release()
+	e.restart()
+	e.run()
+	eventually(t, "delivery after the restart", func() bool { return e.gone(id) })
+}
+
+func TestQueueGaugesCountMessagesByStateAndTheOldestAge(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	oldest := e.enqueue("app@example.com", "held@example.org")
+	e.edit(oldest, func(m *queue.Message) { m.Held = true })
+	e.clock.Advance(time.Minute)
+	deferred := e.enqueue("app@example.com", "deferred@example.org")
+	e.edit(deferred, func(m *queue.Message) { m.NextAttempt = t0.Add(time.Hour) })
+	e.enqueue("app@example.com", "due@example.org")
+	e.clock.Advance(time.Minute)
+
+	for state, want := range map[string]float64{"active": 1, "deferred": 1, "held": 1} {
+		if got := e.metric("mailroom_queue_messages", map[string]string{"state": state}); got != want {
+			t.Errorf("mailroom_queue_messages{state=%q} = %v, want %v", state, got, want)
+		}
+	}
+	if got := e.metric("mailroom_queue_oldest_message_age_seconds", nil); got != 120 {
+		t.Errorf("oldest age %vs, want 120s", got)
+	}
+
+	if err := e.s.Delete(oldest, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.Delete(deferred, false); err != nil {
+		t.Fatal(err)
+	}
+	e.run()
+	e.settle()
+	if got := e.metric("mailroom_queue_oldest_message_age_seconds", nil); got != 0 {
+		t.Errorf("oldest age of an empty queue = %v, want 0", got)
+	}
+	for _, state := range []string{"active", "deferred", "held"} {
+		if got := e.metric("mailroom_queue_messages", map[string]string{"state": state}); got != 0 {
+			t.Errorf("empty queue: mailroom_queue_messages{state=%q} = %v", state, got)
+		}
+	}
+}
