@@ -60,7 +60,7 @@ build: ## Build the manager and relay binaries into bin/.
 ##@ Test
 
 .PHONY: test
-test: check-fmt check-generated vet test-deps envtest-assets unit demo-once ## Everything CI runs.
+test: check-fmt check-generated vet test-deps envtest-assets unit demo-once e2e ## Everything CI runs.
 
 # Packages with concurrent hot paths run under the race detector.
 RACE_PKGS := ./internal/relay/... ./internal/queue/... ./cmd/relay/... ./internal/delivery/... \
@@ -82,6 +82,29 @@ test-deps: ## Install the Debian packages tests use as real peers (BIND, swaks, 
 .PHONY: envtest-assets
 envtest-assets: ## Build kube-apiserver and etcd from the Go module proxy into bin/k8s/.
 	K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/build-k8s.sh kube-apiserver etcd
+
+##@ End-to-end on a real node
+
+.PHONY: cluster-assets
+cluster-assets: ## Node binaries (Kubernetes v1.37.2, etcd, CoreDNS) into bin/, once per version.
+	K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/build-k8s.sh all
+	hack/cluster/build-coredns.sh
+
+.PHONY: images
+images: cluster-assets ## Image tarballs (mailroom, pause, e2e helper, CoreDNS) into bin/images, no engine or registry.
+	go run ./hack/images -out $(BIN)/images -coredns $(BIN)/coredns/v1.15.0/coredns
+
+.PHONY: e2e
+e2e: ## A real single-node Kubernetes: up, the test/e2e/cluster suites, always down and a leftovers check.
+	K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/cluster/e2e.sh
+
+.PHONY: cluster-up
+cluster-up: images ## Start the node by hand (KUBECONFIG=tmp/e2e-cluster/admin.kubeconfig).
+	hack/cluster/up
+
+.PHONY: cluster-down
+cluster-down: ## Tear the node down and check nothing remains.
+	hack/cluster/down && hack/cluster/check-clean
 
 ##@ Benchmarks
 
