@@ -18,6 +18,7 @@ import (
 
 	"mailroom.io/mailroom/internal/delivery"
 	"mailroom.io/mailroom/internal/testutil/dnstest"
+	"mailroom.io/mailroom/internal/testutil/promtest"
 	"mailroom.io/mailroom/internal/testutil/smtpsink"
 )
 
@@ -109,39 +110,10 @@ func (e *env) deliverer(opts delivery.Options) *delivery.Deliverer {
 	return d
 }
 
-// metric returns a counter's value from the registry.
+// metric returns a sample's value from the registry (labels as name, value pairs).
 func (e *env) metric(name string, labels ...string) float64 {
 	e.t.Helper()
-	mfs, err := e.Reg.Gather()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			got := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				got[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if got[labels[i]] != labels[i+1] {
-					continue next
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return 0
+	return promtest.Value(e.t, e.Reg, name, labels...)
 }
 
 var msgSeq atomic.Int64

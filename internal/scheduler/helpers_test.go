@@ -20,6 +20,7 @@ import (
 	"mailroom.io/mailroom/internal/delivery"
 	"mailroom.io/mailroom/internal/queue"
 	"mailroom.io/mailroom/internal/scheduler"
+	"mailroom.io/mailroom/internal/testutil/promtest"
 )
 
 // clock is the scheduler's time, moved only by the test.
@@ -323,32 +324,11 @@ func (e *env) settle() {
 // metric returns the value of the sample of name with the given labels.
 func (e *env) metric(name string, labels map[string]string) float64 {
 	e.t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		e.t.Fatal(err)
+	var pairs []string
+	for k, v := range labels {
+		pairs = append(pairs, k, v)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			got := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				got[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range labels {
-				if got[k] != v {
-					continue next
-				}
-			}
-			if m.GetGauge() != nil {
-				return m.GetGauge().GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
+	return promtest.Value(e.t, e.reg, name, pairs...)
 }
 
 // logRecord is one record of the queue's on-disk log, as documented in
