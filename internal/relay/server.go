@@ -365,6 +365,8 @@ func (s *Server) Reload() error {
 	}
 	s.m.reloads.WithLabelValues("success").Inc()
 	s.m.lastReload.SetToCurrentTime()
+	// Counts only, never names or hashes: the file holds password hashes.
+	s.log.Info("relay: configuration reloaded", "domains", len(cfg.Domains), "credentials", len(cfg.Credentials), "trustedNetworks", len(cfg.TrustedNetworks))
 	return nil
 }
 
