@@ -135,11 +135,11 @@ func TestSendingDomainReconciler(t *testing.T) {
 		h.expectCondition(sd, v1alpha1.SendingDomainKeyReady, metav1.ConditionTrue, sdReasonKeyReady)
 		h.expectCondition(sd, v1alpha1.SendingDomainDNSPublished, metav1.ConditionTrue, sdReasonPublished)
 		// Nothing serves the records yet.
-		c := h.expectCondition(sd, v1alpha1.SendingDomainDNSVerified, metav1.ConditionFalse, "DKIMRecordMismatch")
+		c := h.expectCondition(sd, v1alpha1.SendingDomainDNSVerified, metav1.ConditionFalse, "DKIMRecordMissing")
 		if !strings.Contains(c.Message, "mr-20261125._domainkey.example.test") {
 			t.Fatalf("DNSVerified message %q does not name the record", c.Message)
 		}
-		h.expectCondition(sd, v1alpha1.ConditionReady, metav1.ConditionFalse, "DKIMRecordMismatch")
+		h.expectCondition(sd, v1alpha1.ConditionReady, metav1.ConditionFalse, "DKIMRecordMissing")
 		h.expectEvent(sdReasonVerifyFailed)
 
 		h.publishEndpoint(ep)
@@ -148,7 +148,7 @@ func TestSendingDomainReconciler(t *testing.T) {
 		if res.RequeueAfter <= 0 || res.RequeueAfter > 5*time.Second {
 			t.Fatalf("requeue after %v, want the first backoff step", res.RequeueAfter)
 		}
-		h.expectCondition(h.get(sd), v1alpha1.SendingDomainDNSVerified, metav1.ConditionFalse, "DKIMRecordMismatch")
+		h.expectCondition(h.get(sd), v1alpha1.SendingDomainDNSVerified, metav1.ConditionFalse, "DKIMRecordMissing")
 
 		h.clock.Step(5 * time.Second)
 		h.reconcile(sd)

@@ -207,9 +207,14 @@ func sendingDomainVerifiedCondition(checks []dnsrecord.Check) (status metav1.Con
 		}
 	})
 	first := failed[0]
-	reason = string(first.Record.Kind) + "RecordMismatch"
-	if first.Unreachable {
+	switch {
+	case first.Unreachable:
 		reason = "ResolverUnreachable"
+	case first.Missing:
+		// Usually external-dns has not published it yet.
+		reason = string(first.Record.Kind) + "RecordMissing"
+	default:
+		reason = string(first.Record.Kind) + "RecordMismatch"
 	}
 	message = first.Reason
 	if len(failed) > 1 {

@@ -103,6 +103,16 @@ func TestSendingDomainDefaultsMatchTheSchema(t *testing.T) {
 	}
 }
 
+func TestSendingDomainVerifiedConditionTellsMissingFromWrong(t *testing.T) {
+	dmarcRec := dnsrecord.Record{Kind: dnsrecord.KindDMARC, Name: "_dmarc.example.com"}
+	_, reason, msg := sendingDomainVerifiedCondition([]dnsrecord.Check{
+		{Record: dmarcRec, Reason: "DMARC TXT _dmarc.example.com at 10.0.0.2:53: no v=DMARC1 record", Missing: true},
+	})
+	if reason != "DMARCRecordMissing" || !strings.Contains(msg, "_dmarc.example.com") {
+		t.Fatalf("got %s %q, want DMARCRecordMissing naming the record", reason, msg)
+	}
+}
+
 func TestSendingDomainVerifiedConditionNamesTheRecord(t *testing.T) {
 	dkimRec := dnsrecord.Record{Kind: dnsrecord.KindDKIM, Name: "s._domainkey.example.com"}
 	spfRec := dnsrecord.Record{Kind: dnsrecord.KindSPF, Name: "example.com"}

@@ -38,6 +38,9 @@ type Check struct {
 	// SERVFAIL), so nothing is known about the record. Callers retry these
 	// with backoff rather than reporting the record as wrong.
 	Unreachable bool
+	// Missing: the resolver answered, with no record of this kind at the
+	// name (typically not published yet), as opposed to a wrong one.
+	Missing bool
 }
 
 // ResolverAddrs turns the spec's resolver list ("ip", "ip:port",
@@ -125,8 +128,15 @@ func (v Verifier) check(ctx context.Context, resolver string, r Record) Check {
 	if ok {
 		return Check{Record: r, Verified: true}
 	}
-	return Check{Record: r, Reason: fmt.Sprintf("%s TXT %s at %s: %s", r.Kind, r.Name, resolver, why)}
+	return Check{Record: r, Reason: fmt.Sprintf("%s TXT %s at %s: %s", r.Kind, r.Name, resolver, why), Missing: why == noSPF || why == noDMARC || why == noDKIM}
 }
+
+// What judge says when a name holds no record of the kind at all.
+const (
+	noSPF   = "no v=spf1 record"
+	noDMARC = "no v=DMARC1 record"
+	noDKIM  = "no key record"
+)
 
 // judge decides whether the TXT records found at a name (each its strings
 // joined) publish r with the same meaning.
@@ -141,7 +151,7 @@ func judge(r Record, found []string) (bool, string) {
 		}
 		switch len(spf) {
 		case 0:
-			return false, "no v=spf1 record"
+			return false, noSPF
 		case 1:
 			return sameSPF(r.Value, spf[0])
 		default:
@@ -156,7 +166,7 @@ func judge(r Record, found []string) (bool, string) {
 		}
 		switch len(dmarc) {
 		case 0:
-			return false, "no v=DMARC1 record"
+			return false, noDMARC
 		case 1:
 			return sameDMARC(r.Value, dmarc[0])
 		default:
@@ -165,7 +175,7 @@ func judge(r Record, found []string) (bool, string) {
 	case KindDKIM:
 		switch len(found) {
 		case 0:
-			return false, "no key record"
+			return false, noDKIM
 		case 1:
 			return sameDKIM(r.Value, found[0])
 		default:

@@ -56,23 +56,27 @@ func TestVerifyPassesWhenTheMeaningMatches(t *testing.T) {
 
 func TestVerifyNamesTheRecordThatDiffers(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		break_ func(*testing.T, *bindtest.Server)
-		record dnsrecord.Record
-		reason string
+		name    string
+		break_  func(*testing.T, *bindtest.Server)
+		record  dnsrecord.Record
+		reason  string
+		missing bool // no record of the kind at all, rather than a wrong one
 	}{
 		{"DKIM key replaced by hand", func(t *testing.T, s *bindtest.Server) {
 			s.SetTXT(t, dkimRecord.Name+".", "v=DKIM1; k=rsa; p=AAAA")
-		}, dkimRecord, "p= holds another public key"},
+		}, dkimRecord, "p= holds another public key", false},
 		{"DKIM record deleted", func(t *testing.T, s *bindtest.Server) {
 			s.Delete(t, dkimRecord.Name+".", dns.TypeTXT)
-		}, dkimRecord, "no key record"},
+		}, dkimRecord, "no key record", true},
+		{"SPF record replaced by another service's TXT", func(t *testing.T, s *bindtest.Server) {
+			s.SetTXT(t, "@", "google-site-verification=abc")
+		}, spfRecord, "no v=spf1 record", true},
 		{"second SPF record added", func(t *testing.T, s *bindtest.Server) {
 			s.Add(t, `@ IN TXT "v=spf1 -all"`)
-		}, spfRecord, "2 v=spf1 records"},
+		}, spfRecord, "2 v=spf1 records", false},
 		{"DMARC policy changed", func(t *testing.T, s *bindtest.Server) {
 			s.SetTXT(t, dmarcRecord.Name+".", "v=DMARC1; p=reject; pct=100; rua=mailto:dmarc@example.test")
-		}, dmarcRecord, "p=reject, want none"},
+		}, dmarcRecord, "p=reject, want none", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := bindtest.Start(t, "example.test")
@@ -85,8 +89,8 @@ func TestVerifyNamesTheRecordThatDiffers(t *testing.T) {
 					}
 					continue
 				}
-				if c.Verified || c.Unreachable {
-					t.Fatalf("%s: verified=%v unreachable=%v", c.Record.Name, c.Verified, c.Unreachable)
+				if c.Verified || c.Unreachable || c.Missing != tc.missing {
+					t.Fatalf("%s: verified=%v unreachable=%v missing=%v", c.Record.Name, c.Verified, c.Unreachable, c.Missing)
 				}
 				if !strings.Contains(c.Reason, tc.record.Name) || !strings.Contains(c.Reason, tc.reason) || !strings.Contains(c.Reason, s.Addr) {
 					t.Fatalf("reason %q should name %s, the resolver and say %q", c.Reason, tc.record.Name, tc.reason)
