@@ -10,6 +10,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -29,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	msgdkim "github.com/emersion/go-msgauth/dkim"
 	"golang.org/x/crypto/bcrypt"
 
 	"mailroom.io/mailroom/internal/dkim"
@@ -348,4 +350,225 @@ func SelfSigned(name string) (certPEM, keyPEM []byte) {
 	kder, err := x509.MarshalPKCS8PrivateKey(key)
 	Must(err)
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+}
+
+// QueueIDs lists the instance's queue file names (queue IDs), in any
+// queue.
+func (p *Postfix) QueueIDs() map[string]bool {
+	ids := map[string]bool{}
+	for _, q := range []string{"incoming", "active", "deferred", "hold", "maildrop"} {
+		filepath.Walk(filepath.Join(p.Dir, "spool", q), func(path string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Mode().IsRegular() {
+				ids[filepath.Base(path)] = true
+			}
+			return nil
+		})
+	}
+	return ids
+}
+
+// Message returns a queued message's header and body as Postfix stored
+// them (postcat -bh), with CRLF line endings.
+func (p *Postfix) Message(id string) []byte {
+	postcat := filepath.Join(filepath.Dir(p.Bin), "postcat")
+	var out []byte
+	var err error
+	// The file may be moving between queues (incoming, active, deferred)
+	// just as postcat looks for it: try again.
+	for i := 0; i < 10; i++ {
+		if out, err = exec.Command(postcat, "-c", filepath.Join(p.Dir, "etc"), "-bh", "-q", id).Output(); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		log.Fatalf("postcat -q %s: %v", id, err)
+	}
+	return bytes.ReplaceAll(out, []byte("\n"), []byte("\r\n"))
+}
+
+// CountQueuedWith counts the queue files that contain s (e.g. a header
+// name) and all queue files.
+func (p *Postfix) CountQueuedWith(s string) (with, all int) {
+	for _, q := range []string{"incoming", "active", "deferred", "hold", "maildrop"} {
+		filepath.Walk(filepath.Join(p.Dir, "spool", q), func(path string, fi os.FileInfo, err error) error {
+			if err != nil || !fi.Mode().IsRegular() {
+				return nil
+			}
+			all++
+			if b, err := os.ReadFile(path); err == nil && bytes.Contains(b, []byte(s)) {
+				with++
+			}
+			return nil
+		})
+	}
+	return with, all
+}
+
+// OpenDKIM is an opendkim milter run in the foreground with its own
+// configuration in a temp dir: signing only (Mode s), relaxed/relaxed, one
+// RSA key from opendkim-genkey for Domain/Selector, every loopback client
+// an internal host (so mail from it is signed), listening on a loopback
+// inet socket or a unix socket in the temp dir. The package's service is
+// never involved.
+type OpenDKIM struct {
+	// Network is "tcp" (Addr is 127.0.0.1:port) or "unix" (Addr is the
+	// socket's path).
+	Network, Addr, Dir, Domain, Selector string
+	Bin                                  string
+	Key                                  *rsa.PrivateKey
+	cmd                                  *exec.Cmd
+	done                                 chan error
+}
+
+// NewOpenDKIM generates a bits-bit RSA key with genkey (opendkim-genkey)
+// and writes an opendkim.conf in dir; socket is "inet" (127.0.0.1) or
+// "unix".
+func NewOpenDKIM(bin, genkey, dir, domain, selector string, bits int, socket string) *OpenDKIM {
+	// Postfix's smtpd (user postfix) must reach a unix socket here.
+	Must(os.MkdirAll(dir, 0o755))
+	Must(os.Chmod(dir, 0o755))
+	o := &OpenDKIM{Bin: bin, Dir: dir, Domain: domain, Selector: selector}
+	var sock string
+	switch socket {
+	case "inet":
+		o.Network, o.Addr = "tcp", FreeAddr()
+		_, port, _ := net.SplitHostPort(o.Addr)
+		sock = "inet:" + port + "@127.0.0.1"
+	case "unix":
+		o.Network, o.Addr = "unix", filepath.Join(dir, "opendkim.sock")
+		sock = "local:" + o.Addr
+	default:
+		log.Fatalf("opendkim socket %q: want inet or unix", socket)
+	}
+	out, err := exec.Command(genkey, "-b", strconv.Itoa(bits), "-h", "sha256", "-s", selector, "-d", domain, "-D", dir).CombinedOutput()
+	if err != nil {
+		log.Fatalf("opendkim-genkey: %v\n%s", err, out)
+	}
+	keyFile := filepath.Join(dir, selector+".private")
+	Must(os.Chmod(keyFile, 0o600))
+	pemKey, err := os.ReadFile(keyFile)
+	Must(err)
+	blk, _ := pem.Decode(pemKey)
+	if blk == nil {
+		log.Fatalf("%s: no PEM block", keyFile)
+	}
+	var k any
+	if k, err = x509.ParsePKCS1PrivateKey(blk.Bytes); err != nil {
+		k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+	}
+	Must(err)
+	var ok bool
+	if o.Key, ok = k.(*rsa.PrivateKey); !ok || o.Key.N.BitLen() != bits {
+		log.Fatalf("%s: not an RSA-%d key", keyFile, bits)
+	}
+	conf := fmt.Sprintf(`# Throwaway signing milter for the benchmark.
+Syslog no
+Mode s
+Canonicalization relaxed/relaxed
+SignatureAlgorithm rsa-sha256
+Domain %[1]s
+Selector %[2]s
+KeyFile %[3]s
+InternalHosts 127.0.0.0/8
+Socket %[4]s
+PidFile %[5]s/opendkim.pid
+# A unix socket must be writable by Postfix's smtpd (user postfix).
+UMask 000
+# The key lives in the benchmark's temp dir below /var/tmp, which others
+# may write; opendkim would refuse it (loaded once, at start).
+RequireSafeKeys false
+`, domain, selector, keyFile, sock, dir)
+	Must(os.WriteFile(filepath.Join(dir, "opendkim.conf"), []byte(conf), 0o644))
+	return o
+}
+
+// Milter is the socket for Postfix's smtpd_milters.
+func (o *OpenDKIM) Milter() string {
+	if o.Network == "unix" {
+		return "unix:" + o.Addr
+	}
+	return "inet:" + o.Addr
+}
+
+// Start runs opendkim in the foreground and waits until it listens.
+func (o *OpenDKIM) Start() {
+	o.cmd = exec.Command(o.Bin, "-f", "-x", filepath.Join(o.Dir, "opendkim.conf"))
+	f, err := os.Create(filepath.Join(o.Dir, "opendkim.log"))
+	Must(err)
+	o.cmd.Stdout, o.cmd.Stderr = f, f
+	// Should the benchmark die (log.Fatal) before Stop, opendkim goes too.
+	o.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	Must(o.cmd.Start())
+	o.done = make(chan error, 1)
+	go func() { o.done <- o.cmd.Wait(); f.Close() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c, err := net.DialTimeout(o.Network, o.Addr, time.Second); err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case err := <-o.done:
+			b, _ := os.ReadFile(filepath.Join(o.Dir, "opendkim.log"))
+			log.Fatalf("opendkim exited: %v\n%s", err, b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			o.cmd.Process.Kill()
+			log.Fatalf("opendkim not listening on %s; see %s/opendkim.log", o.Addr, o.Dir)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop sends SIGTERM and waits for opendkim to exit (SIGKILL after 30s).
+func (o *OpenDKIM) Stop() {
+	if o.cmd == nil || o.cmd.Process == nil {
+		return
+	}
+	o.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-o.done:
+	case <-time.After(30 * time.Second):
+		o.cmd.Process.Kill()
+		<-o.done
+		log.Printf("opendkim did not stop on SIGTERM; killed")
+	}
+	o.cmd = nil
+}
+
+// Verify checks msg's DKIM signatures against this milter's public key
+// (no DNS): it fails unless there is one by Domain/Selector that verifies,
+// made with rsa-sha256 and relaxed/relaxed.
+func (o *OpenDKIM) Verify(msg []byte) error {
+	record, err := dkim.RecordText(o.Key)
+	if err != nil {
+		return err
+	}
+	name := o.Selector + "._domainkey." + o.Domain
+	vs, err := msgdkim.VerifyWithOptions(bytes.NewReader(msg), &msgdkim.VerifyOptions{
+		LookupTXT: func(domain string) ([]string, error) {
+			if domain != name {
+				return nil, fmt.Errorf("no TXT record for %s", domain)
+			}
+			return []string{record}, nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if len(vs) == 0 {
+		return fmt.Errorf("no DKIM-Signature")
+	}
+	for _, v := range vs {
+		if v.Err != nil {
+			return fmt.Errorf("signature d=%s: %v", v.Domain, v.Err)
+		}
+	}
+	h := string(msg[:bytes.Index(msg, []byte("\r\n\r\n"))])
+	if !strings.Contains(h, "a=rsa-sha256") || !strings.Contains(h, "c=relaxed/relaxed") || !strings.Contains(h, "d="+o.Domain) || !strings.Contains(h, "s="+o.Selector) {
+		return fmt.Errorf("signature is not rsa-sha256, relaxed/relaxed, d=%s, s=%s", o.Domain, o.Selector)
+	}
+	return nil
 }
