@@ -182,61 +182,32 @@ func Build(r Report) (*Message, error) {
 	mw := multipart.NewWriter(&body)
 
 	text := humanReadable(r)
-	textHdr := textproto.MIMEHeader{}
-	if isASCII(text) {
-		textHdr.Set("Content-Type", "text/plain; charset=us-ascii")
-		textHdr.Set("Content-Transfer-Encoding", "7bit")
-	} else {
-		textHdr.Set("Content-Type", "text/plain; charset=utf-8")
-		textHdr.Set("Content-Transfer-Encoding", "quoted-printable")
-	}
-	textHdr.Set("Content-Description", "Notification")
-	w, err := mw.CreatePart(textHdr)
-	if err != nil {
-		return nil, err
-	}
-	if isASCII(text) {
-		_, err = w.Write([]byte(text))
-	} else {
-		qp := quotedprintable.NewWriter(w)
-		if _, err = qp.Write([]byte(text)); err == nil {
-			err = qp.Close()
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-
-	statusHdr := textproto.MIMEHeader{}
-	statusHdr.Set("Content-Description", "Delivery report")
-	if global {
-		statusHdr.Set("Content-Type", "message/global-delivery-status")
-		statusHdr.Set("Content-Transfer-Encoding", "8bit")
-	} else {
-		statusHdr.Set("Content-Type", "message/delivery-status")
-		statusHdr.Set("Content-Transfer-Encoding", "7bit")
-	}
-	if w, err = mw.CreatePart(statusHdr); err != nil {
-		return nil, err
-	}
-	if _, err = w.Write([]byte(status)); err != nil {
-		return nil, err
-	}
-
-	if len(header) > 0 {
-		hh := textproto.MIMEHeader{}
-		hh.Set("Content-Description", "Original message header")
-		if global {
-			hh.Set("Content-Type", "message/global-headers")
-			hh.Set("Content-Transfer-Encoding", "8bit")
-		} else {
-			hh.Set("Content-Type", "text/rfc822-headers")
-			hh.Set("Content-Transfer-Encoding", "7bit")
-		}
-		if w, err = mw.CreatePart(hh); err != nil {
+	textType, textEnc, textBody := "text/plain; charset=us-ascii", "7bit", []byte(text)
+	if !isASCII(text) {
+		var qpBody bytes.Buffer
+		qp := quotedprintable.NewWriter(&qpBody)
+		if _, err := qp.Write(textBody); err != nil {
 			return nil, err
 		}
-		if _, err = w.Write(append(header, "\r\n"...)); err != nil {
+		if err := qp.Close(); err != nil {
+			return nil, err
+		}
+		textType, textEnc, textBody = "text/plain; charset=utf-8", "quoted-printable", qpBody.Bytes()
+	}
+	if err := writePart(mw, "Notification", textType, textEnc, textBody); err != nil {
+		return nil, err
+	}
+
+	// RFC 6533: reports about SMTPUTF8 mail use the "global" types, 8-bit.
+	statusType, headerType, cte := "message/delivery-status", "text/rfc822-headers", "7bit"
+	if global {
+		statusType, headerType, cte = "message/global-delivery-status", "message/global-headers", "8bit"
+	}
+	if err := writePart(mw, "Delivery report", statusType, cte, []byte(status)); err != nil {
+		return nil, err
+	}
+	if len(header) > 0 {
+		if err := writePart(mw, "Original message header", headerType, cte, append(header, "\r\n"...)); err != nil {
 			return nil, err
 		}
 	}
@@ -270,6 +241,20 @@ func Build(r Report) (*Message, error) {
 		EightBit: !isASCII(string(data)),
 		SMTPUTF8: !isASCII(r.Sender),
 	}, nil
+}
+
+// writePart adds one MIME part holding body as it is.
+func writePart(mw *multipart.Writer, description, contentType, encoding string, body []byte) error {
+	h := textproto.MIMEHeader{}
+	h.Set("Content-Type", contentType)
+	h.Set("Content-Transfer-Encoding", encoding)
+	h.Set("Content-Description", description)
+	w, err := mw.CreatePart(h)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(body)
+	return err
 }
 
 func subject(r Report) string {

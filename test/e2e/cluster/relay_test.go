@@ -102,7 +102,7 @@ func TestRelayStatefulSet(t *testing.T) {
 		t.Fatalf("create Secret: %v", err)
 	}
 	labels := map[string]string{"app": "relay"}
-	createRelayServices(t, c, ns, labels)
+	createServices(t, c, ns, "relay", labels, "submission", 2587, 2587)
 	if _, err := c.Client.AppsV1().StatefulSets(ns).Create(ctx, relayStatefulSet(c, image, labels), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create StatefulSet (refused by Pod Security admission?): %v", err)
 	}
@@ -385,28 +385,6 @@ func relayStatefulSet(c *cluster.Cluster, image string, labels map[string]string
 				},
 			}},
 		},
-	}
-}
-
-// createRelayServices creates the StatefulSet's headless Service and the
-// ClusterIP Service applications submit to.
-func createRelayServices(t *testing.T, c *cluster.Cluster, ns string, selector map[string]string) {
-	t.Helper()
-	for _, s := range []*corev1.Service{
-		{
-			ObjectMeta: metav1.ObjectMeta{Name: "relay-pods"},
-			Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: selector,
-				Ports: []corev1.ServicePort{{Name: "submission", Port: 2587}}},
-		},
-		{
-			ObjectMeta: metav1.ObjectMeta{Name: "relay"},
-			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Selector: selector,
-				Ports: []corev1.ServicePort{{Name: "submission", Port: 2587, TargetPort: intstr.FromString("submission")}}},
-		},
-	} {
-		if _, err := c.Client.CoreV1().Services(ns).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
-			t.Fatalf("create Service %s: %v", s.Name, err)
-		}
 	}
 }
 

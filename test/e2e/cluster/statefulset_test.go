@@ -64,7 +64,7 @@ func TestStatefulSetKeepsItsVolume(t *testing.T) {
 	}
 
 	labels := map[string]string{"app": "helper"}
-	createServices(t, c, ns, labels)
+	createServices(t, c, ns, "helper", labels, "http", 8080, 80)
 	sts := &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: "helper"},
 		Spec: appsv1.StatefulSetSpec{
@@ -180,20 +180,21 @@ func TestStatefulSetKeepsItsVolume(t *testing.T) {
 	}
 }
 
-// createServices creates the StatefulSet's headless Service (stable pod
-// names) and the ClusterIP Service clients use.
-func createServices(t *testing.T, c *cluster.Cluster, ns string, selector map[string]string) {
+// createServices creates a StatefulSet's headless Service "<name>-pods"
+// (stable pod names) on the pods' port, and the ClusterIP Service "<name>"
+// clients use, whose servicePort forwards to the container port portName.
+func createServices(t *testing.T, c *cluster.Cluster, ns, name string, selector map[string]string, portName string, podPort, servicePort int32) {
 	t.Helper()
 	for _, s := range []*corev1.Service{
 		{
-			ObjectMeta: metav1.ObjectMeta{Name: "helper-pods"},
+			ObjectMeta: metav1.ObjectMeta{Name: name + "-pods"},
 			Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: selector,
-				Ports: []corev1.ServicePort{{Name: "http", Port: 8080}}},
+				Ports: []corev1.ServicePort{{Name: portName, Port: podPort}}},
 		},
 		{
-			ObjectMeta: metav1.ObjectMeta{Name: "helper"},
+			ObjectMeta: metav1.ObjectMeta{Name: name},
 			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Selector: selector,
-				Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
+				Ports: []corev1.ServicePort{{Name: portName, Port: servicePort, TargetPort: intstr.FromString(portName)}}},
 		},
 	} {
 		if _, err := c.Client.CoreV1().Services(ns).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
