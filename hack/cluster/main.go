@@ -81,12 +81,17 @@ func dirFlag(fs *flag.FlagSet) *string {
 	return fs.String("dir", def, "run folder of the node (state, certificates, data, logs); $MAILROOM_CLUSTER_DIR")
 }
 
-func absDir(d string) (string, error) {
-	a, err := filepath.Abs(d)
-	if err != nil {
-		return "", err
+// parse parses a subcommand's flags (dir registered by dirFlag) and returns
+// the layout of the run folder, made absolute.
+func parse(fs *flag.FlagSet, dir *string, args []string) (layout, error) {
+	if err := fs.Parse(args); err != nil {
+		return layout{}, err
 	}
-	return filepath.Clean(a), nil
+	a, err := filepath.Abs(*dir)
+	if err != nil {
+		return layout{}, err
+	}
+	return newLayout(filepath.Clean(a)), nil
 }
 
 // signalContext ends on SIGINT/SIGTERM, so an interrupted up tears down
@@ -112,10 +117,7 @@ func cmdUp(args []string) error {
 	fs.DurationVar(&o.Wait, "wait", 0, "when another node holds the machine, wait up to this long for its teardown before refusing (shared machines)")
 	fs.IntVar(&o.HolderPID, "holder-pid", 0, "process that holds the machine while this node exists (the e2e script passes its own); 0: up itself")
 	fs.BoolVar(&o.NoInstall, "no-install", false, "fail instead of apt-get installing missing packages (containerd, runc, CNI plugins, iptables, nftables)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	d, err := absDir(*dir)
+	l, err := parse(fs, dir, args)
 	if err != nil {
 		return err
 	}
@@ -126,7 +128,7 @@ func cmdUp(args []string) error {
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	return up(ctx, newLayout(d), o)
+	return up(ctx, l, o)
 }
 
 func cmdDown(args []string) error {
@@ -134,41 +136,32 @@ func cmdDown(args []string) error {
 	dir := dirFlag(fs)
 	keepLogs := fs.Bool("keep-logs", true, "keep <dir>/logs and <dir>/baseline (for check-clean) after tearing down")
 	keepClaim := fs.Bool("keep-claim", false, "keep the machine claimed (only /run/mailroom-cluster/owner.json stays) until `release`, so no other node starts before check-clean ran")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	d, err := absDir(*dir)
+	l, err := parse(fs, dir, args)
 	if err != nil {
 		return err
 	}
 	// Teardown runs to the end even on SIGINT: stopping half-way is what
 	// leaves a machine dirty.
 	signal.Ignore(syscall.SIGINT, syscall.SIGHUP)
-	return down(newLayout(d), *keepLogs, *keepClaim)
+	return down(l, *keepLogs, *keepClaim)
 }
 
 func cmdRelease(args []string) error {
 	fs := flag.NewFlagSet("release", flag.ContinueOnError)
 	dir := dirFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	d, err := absDir(*dir)
+	l, err := parse(fs, dir, args)
 	if err != nil {
 		return err
 	}
-	return release(newLayout(d))
+	return release(l)
 }
 
 func cmdStatus(args []string) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	dir := dirFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	d, err := absDir(*dir)
+	l, err := parse(fs, dir, args)
 	if err != nil {
 		return err
 	}
-	return status(newLayout(d))
+	return status(l)
 }
