@@ -794,13 +794,17 @@ func (q *Queue) Messages() []Message {
 		out = append(out, e.msg.clone())
 	}
 	q.mu.Unlock()
-	slices.SortFunc(out, func(a, b Message) int {
-		if c := a.ReceivedAt.Compare(b.ReceivedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
+	slices.SortFunc(out, func(a, b Message) int { return CompareAge(&a, &b) })
 	return out
+}
+
+// CompareAge orders messages oldest first, ties by ID: the order in which
+// Messages lists them.
+func CompareAge(a, b *Message) int {
+	if c := a.ReceivedAt.Compare(b.ReceivedAt); c != 0 {
+		return c
+	}
+	return strings.Compare(a.ID, b.ID)
 }
 
 // Select returns copies of the messages for which match returns true, in

@@ -48,12 +48,7 @@ func (s *Scheduler) List(f Filter) []MessageInfo {
 		out = append(out, MessageInfo{Message: m, State: messageState(&m, s.inflight[m.ID], now)})
 	}
 	s.mu.Unlock()
-	slices.SortFunc(out, func(a, b MessageInfo) int {
-		if c := a.ReceivedAt.Compare(b.ReceivedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
+	slices.SortFunc(out, func(a, b MessageInfo) int { return queue.CompareAge(&a.Message, &b.Message) })
 	return out
 }
 
