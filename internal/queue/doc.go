@@ -23,6 +23,25 @@
 //     batch is written, so the log never holds a half record followed by
 //     good ones; the affected commits fail with ErrNoSpace or another error.
 //
+// # Handover (scale-down)
+//
+// A departing pod's queue is handed to the other relays of its pool
+// (package peer moves it; this package only gives and takes messages):
+//
+//	func (q *Queue) IDs(after string, limit int) ([]string, error)
+//	func (q *Queue) Export(id string) (Exported, io.ReadCloser, error)
+//	func (q *Queue) Import(ctx context.Context, e Exported, body io.Reader, originKey string) (id string, dup bool, err error)
+//	func (q *Queue) Remove(id string) error
+//
+// The drainer pages through IDs, Exports each message (envelope,
+// per-recipient state, attempts, next attempt, delay-warned and held
+// flags, arrival time and retry deadline, as JSON, plus the body), the
+// receiver Imports it - durable with the same Sync commit as intake -
+// and only then does the sender Remove it. Import is idempotent on
+// originKey: repeating it after a crash between the receiver's commit and
+// the sender's Remove returns the first id with dup=true and queues
+// nothing, so a handover never makes two copies.
+//
 // # On-disk format (version 1)
 //
 //	<dir>/LOCK                        flock target; holds the owner's PID

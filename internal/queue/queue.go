@@ -69,6 +69,13 @@ type Message struct {
 	// History is the most recent delivery attempts, newest last, for the
 	// admin interface; the scheduler bounds its length.
 	History []Attempt `json:"history,omitempty"`
+	// Expires is the retry deadline when it is not ReceivedAt plus the
+	// retry policy's maxAge (zero): a message handed over keeps its
+	// sender's deadline.
+	Expires time.Time `json:"expires,omitempty"`
+	// Handover is the Import idempotency key of a message handed over by
+	// another relay.
+	Handover string `json:"handover,omitempty"`
 }
 
 // Attempt is one recipient's outcome of one delivery attempt.
@@ -160,6 +167,8 @@ type Queue struct {
 	added    chan struct{} // signalled (coalesced) when a message is committed
 	loopDone chan struct{}
 	inflight sync.WaitGroup
+
+	importMu sync.Mutex // serialises Import's check and commit
 
 	mu       sync.Mutex
 	closed   bool
@@ -869,6 +878,52 @@ func (q *Queue) Open(id string) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("queue: open %s: %w", id, err)
 	}
 	return &messageReader{Reader: io.MultiReader(strings.NewReader(cp.msg.Header), body), f: f}, nil
+}
+
+// openStored returns the stored bytes of id, without Message.Header.
+func (q *Queue) openStored(id string) (io.ReadCloser, error) {
+	m, ok := q.Get(id)
+	if !ok {
+		return nil, ErrNotFound
+	}
+	rc, err := q.Open(id)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.CopyN(io.Discard, rc, int64(len(m.Header))); err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("queue: open %s: %w", id, err)
+	}
+	return rc, nil
+}
+
+// ids lists queue ids after after, in order.
+func (q *Queue) ids(after string, limit int) ([]string, error) {
+	q.mu.Lock()
+	var all []string
+	for id := range q.index {
+		if id > after {
+			all = append(all, id)
+		}
+	}
+	q.mu.Unlock()
+	slices.Sort(all)
+	if len(all) > limit {
+		all = all[:limit]
+	}
+	return all, nil
+}
+
+// handedOver returns the id of the message imported with key.
+func (q *Queue) handedOver(key string) (string, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for id, e := range q.index {
+		if e.msg.Handover == key {
+			return id, true
+		}
+	}
+	return "", false
 }
 
 type messageReader struct {
