@@ -34,4 +34,9 @@ const (
 	// differs from the one last acted on (for example a timestamp). The
 	// operator never replaces a key for any other reason.
 	AnnotationRotateDKIM = "mailroom.io/rotate-dkim"
+
+	// AnnotationRotatePassword asks for a new SMTPCredential password: set
+	// it to any value that differs from the one last acted on. The previous
+	// password keeps working for spec.passwordRotation.gracePeriod.
+	AnnotationRotatePassword = "mailroom.io/rotate-password"
 )

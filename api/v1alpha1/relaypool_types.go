@@ -99,6 +99,90 @@ type RelayPoolSpec struct {
 	// +kubebuilder:validation:items:MaxLength=64
 	// +kubebuilder:validation:XValidation:rule="self.all(ip, isIP(ip) || isCIDR(ip))",message="sendingIPs entries must be IPv4 or IPv6 addresses (or CIDR ranges), e.g. 203.0.113.10"
 	SendingIPs []string `json:"sendingIPs,omitempty"`
+
+	// service exposes the pool outside the cluster, in addition to the
+	// ClusterIP Service applications in the cluster use. Omitted: no
+	// external Service.
+	// +optional
+	Service *ExternalServiceSpec `json:"service,omitempty"`
+
+	// proxyProtocol makes the relays read PROXY protocol (v1 or v2) headers
+	// from a load balancer, so throttling, trusted networks and logs see the
+	// real client address. Omitted: no PROXY headers are accepted.
+	// +optional
+	ProxyProtocol *ProxyProtocolSpec `json:"proxyProtocol,omitempty"`
+
+	// networkPolicy shapes the NetworkPolicy the operator writes for the
+	// relay pods.
+	// +optional
+	// +kubebuilder:default={}
+	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitempty"`
+}
+
+// ExternalServiceSpec is the pool's Service for clients outside the cluster.
+type ExternalServiceSpec struct {
+	// type of the Service: LoadBalancer or NodePort.
+	// +optional
+	// +kubebuilder:default=LoadBalancer
+	// +kubebuilder:validation:Enum=LoadBalancer;NodePort
+	Type corev1.ServiceType `json:"type,omitempty"`
+
+	// annotations for the Service, e.g. a cloud load balancer's settings.
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// externalTrafficPolicy: Local keeps the client's source address (and
+	// sends traffic only to nodes running a relay); Cluster spreads it.
+	// +optional
+	// +kubebuilder:default=Local
+	// +kubebuilder:validation:Enum=Local;Cluster
+	ExternalTrafficPolicy corev1.ServiceExternalTrafficPolicy `json:"externalTrafficPolicy,omitempty"`
+
+	// loadBalancerSourceRanges limits which client networks may connect.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=64
+	LoadBalancerSourceRanges []string `json:"loadBalancerSourceRanges,omitempty"`
+}
+
+// ProxyProtocolSpec says where PROXY protocol headers are accepted from.
+type ProxyProtocolSpec struct {
+	// trustedCIDRs are the load balancer addresses whose connections must
+	// carry a PROXY header. A header from any other address is refused.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=64
+	TrustedCIDRs []string `json:"trustedCIDRs"`
+}
+
+// NetworkPolicySpec shapes the relay pods' NetworkPolicy.
+type NetworkPolicySpec struct {
+	// enabled writes a NetworkPolicy admitting SMTP only from namespaces
+	// allowedNamespaces admits, metrics only from metricsFrom, and the
+	// pool's own pods on the internal peer port.
+	// +optional
+	// +kubebuilder:default=true
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// metricsFrom selects who may scrape the relays' HTTP port (metrics,
+	// health). Omitted: any pod in a namespace labelled
+	// kubernetes.io/metadata.name=monitoring.
+	// +optional
+	MetricsFrom *PeerSelector `json:"metricsFrom,omitempty"`
+}
+
+// PeerSelector selects pods by namespace and pod labels, as a NetworkPolicy
+// peer does.
+type PeerSelector struct {
+	// namespaceSelector selects namespaces; empty selects all.
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+	// podSelector selects pods in those namespaces; empty selects all.
+	// +optional
+	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
 }
 
 // StorageSpec is the queue volume of each relay pod.
@@ -117,7 +201,24 @@ type StorageSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	StorageClassName string `json:"storageClassName,omitempty"`
+
+	// whenDeleted says what happens to the queue volumes when the pool is
+	// deleted: Retain (default; mail in them is kept) or Delete. Volumes of
+	// pods removed by scaling down are deleted only after their queue was
+	// handed to the remaining pods.
+	// +optional
+	// +kubebuilder:default=Retain
+	// +kubebuilder:validation:Enum=Retain;Delete
+	WhenDeleted VolumeRetention `json:"whenDeleted,omitempty"`
 }
+
+// VolumeRetention says whether a queue volume outlives its pool.
+type VolumeRetention string
+
+const (
+	VolumeRetain VolumeRetention = "Retain"
+	VolumeDelete VolumeRetention = "Delete"
+)
 
 // AllowedNamespaces selects namespaces, in the style of Gateway API's
 // allowedRoutes.
@@ -300,6 +401,17 @@ const (
 	RelayPoolConfigApplied = "ConfigApplied"
 )
 
+// Condition types of every mailroom kind for kstatus-aware tools (Flux,
+// Argo CD, kubectl wait).
+const (
+	// ConditionReconciling: the operator is still working towards the
+	// spec (abnormal-true: absent when done).
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled: progress needs a change from the user
+	// (abnormal-true: absent when fine).
+	ConditionStalled = "Stalled"
+)
+
 // RelayPoolStatus is the observed state of a RelayPool.
 type RelayPoolStatus struct {
 	// observedGeneration is the generation the status describes.
@@ -318,6 +430,32 @@ type RelayPoolStatus struct {
 	// +optional
 	Endpoint string `json:"endpoint,omitempty"`
 
+	// selector is the label selector of the relay pods (for the scale
+	// subresource).
+	// +optional
+	Selector string `json:"selector,omitempty"`
+
+	// configRevision is the revision of the relay configuration the
+	// operator rendered last. It grows by one with every change.
+	// +optional
+	ConfigRevision int64 `json:"configRevision,omitempty"`
+
+	// appliedRevision is the oldest revision any ready relay pod runs:
+	// every change up to it is in effect on every ready pod.
+	// +optional
+	AppliedRevision int64 `json:"appliedRevision,omitempty"`
+
+	// domains and credentials count what the rendered configuration holds.
+	// +optional
+	Domains int32 `json:"domains,omitempty"`
+	// +optional
+	Credentials int32 `json:"credentials,omitempty"`
+
+	// caConfigMap names the ConfigMap holding ca.crt, the CA that signed the
+	// operator-issued serving certificate (empty with a user's TLS Secret).
+	// +optional
+	CAConfigMap string `json:"caConfigMap,omitempty"`
+
 	// conditions: ConfigApplied and Ready.
 	// +optional
 	// +listType=map
@@ -331,7 +469,7 @@ type RelayPoolStatus struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=rpool,categories=mailroom
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`
 // +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=`.status.readyReplicas`

@@ -42,6 +42,24 @@ type SMTPCredentialSpec struct {
 	// +optional
 	// +kubebuilder:default=false
 	Suspended bool `json:"suspended,omitempty"`
+
+	// passwordRotation configures password changes, which are requested by
+	// setting the annotation mailroom.io/rotate-password to a new value.
+	// +optional
+	// +kubebuilder:default={}
+	PasswordRotation PasswordRotation `json:"passwordRotation,omitempty"`
+}
+
+// PasswordRotation configures how a password is replaced.
+type PasswordRotation struct {
+	// gracePeriod is how long the previous password keeps working after a
+	// rotation, so applications can pick up the new Secret, such as "24h".
+	// +optional
+	// +kubebuilder:default="24h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self == '0' || self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$')",message="passwordRotation.gracePeriod must be a duration such as 24h, or 0 to stop the old password at once"
+	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
 }
 
 // CredentialLimits caps one login's sending. 0 means the pool's default
@@ -80,6 +98,15 @@ type SMTPCredentialStatus struct {
 	// secretName is the Secret holding the connection settings.
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
+
+	// passwordRotatedAt is when the current password was issued.
+	// +optional
+	PasswordRotatedAt *metav1.Time `json:"passwordRotatedAt,omitempty"`
+
+	// previousPasswordExpires is when the password replaced by the last
+	// rotation stops working; empty when no previous password works.
+	// +optional
+	PreviousPasswordExpires *metav1.Time `json:"previousPasswordExpires,omitempty"`
 
 	// conditions: Ready.
 	// +optional
