@@ -20,6 +20,14 @@ import (
 
 // Config is the whole relay configuration file.
 type Config struct {
+	// Revision is the operator's revision of this configuration, reported
+	// on /status and as mailroom_relay_config_revision once applied; 0
+	// when the file is written by hand.
+	Revision int64 `json:"revision,omitempty"`
+	// Include lists shard files whose domains and credentials are merged
+	// into this configuration. A configuration is used only when every
+	// shard exists with the sha256 given here.
+	Include         []Include        `json:"include,omitempty"`
 	Hostname        string           `json:"hostname"`
 	Listeners       Listeners        `json:"listeners"`
 	TLS             TLS              `json:"tls"`
@@ -29,13 +37,74 @@ type Config struct {
 	Credentials     []Credential     `json:"credentials,omitempty"`
 	Queue           Queue            `json:"queue"`
 	Delivery        Delivery         `json:"delivery"`
+	// ProxyProtocol, when set, makes connections from its trustedCIDRs
+	// carry a PROXY protocol (v1 or v2) header.
+	ProxyProtocol *ProxyProtocol `json:"proxyProtocol,omitempty"`
+	// Peer is the pool's internal, mutually authenticated path between
+	// relays (queue handover on scale-down).
+	Peer *Peer `json:"peer,omitempty"`
+	// Drain names pool members (pod names) that must stop taking mail and
+	// hand their queue to the other members.
+	Drain []string `json:"drain,omitempty"`
+
+	// Digest is set by Load and Parse: sha256 over the main file and the
+	// shards (see doc.go). It identifies the configuration on /status.
+	Digest string `json:"-"`
+	// origins name where merged domains and credentials came from, so
+	// validation errors point into the right shard.
+	origins origins
 }
+
+// Include is one shard file of the configuration.
+type Include struct {
+	// File is an absolute path.
+	File string `json:"file"`
+	// SHA256 is the lower-case hex sha256 of the file's bytes.
+	SHA256 string `json:"sha256"`
+}
+
+// Shard is the content of an include file: more domains and credentials,
+// with exactly the schemas of Config.Domains and Config.Credentials.
+type Shard struct {
+	Domains     []Domain     `json:"domains,omitempty"`
+	Credentials []Credential `json:"credentials,omitempty"`
+}
+
+// ProxyProtocol configures PROXY protocol (v1 and v2) on the SMTP
+// listeners.
+type ProxyProtocol struct {
+	// TrustedCIDRs are the load balancers: connections from them must
+	// start with a PROXY header, whose source address the relay then uses
+	// for limits, trusted networks, Received: and logs. A PROXY header
+	// from any other address closes the connection.
+	TrustedCIDRs []string `json:"trustedCIDRs"`
+}
+
+// Peer is the pool's internal path.
+type Peer struct {
+	// CAFile verifies the other members' certificates (client and server).
+	CAFile   string `json:"caFile"`
+	CertFile string `json:"certFile"`
+	KeyFile  string `json:"keyFile"`
+	// Addresses are every pool member's peer address ("host:port"), this
+	// one's included.
+	Addresses []string `json:"addresses,omitempty"`
+	// Self is this member's name (its pod name); default: the environment
+	// variable MAILROOM_POD_NAME.
+	Self string `json:"self,omitempty"`
+}
+
+// PodNameEnv is where Peer.Self comes from when omitted (the downward API).
+const PodNameEnv = "MAILROOM_POD_NAME"
 
 // Listeners are the addresses the relay listens on ("host:port").
 type Listeners struct {
 	Submission  string `json:"submission,omitempty"`
 	Submissions string `json:"submissions,omitempty"`
 	HTTP        string `json:"http,omitempty"`
+	// Peer is the pool's internal listener (mutual TLS); default ":8443"
+	// when the peer section is set, otherwise none.
+	Peer string `json:"peer,omitempty"`
 	// Admin is the admin API (queue and suppression management). It has
 	// no authentication, so it must be a loopback address.
 	Admin string `json:"admin,omitempty"`
@@ -59,6 +128,10 @@ type Limits struct {
 	AuthFailures        int                `json:"authFailures,omitempty"`
 	AuthFailureWindow   *metav1.Duration   `json:"authFailureWindow,omitempty"`
 	ShutdownGrace       *metav1.Duration   `json:"shutdownGrace,omitempty"`
+	// ShutdownDelay is how long the relay keeps accepting after SIGTERM
+	// (or a drain) with readiness already off, while Kubernetes removes it
+	// from the Service endpoints.
+	ShutdownDelay *metav1.Duration `json:"shutdownDelay,omitempty"`
 }
 
 // SenderLimits limit one credential or trusted network; 0 is unlimited.
@@ -92,11 +165,20 @@ type DKIMKey struct {
 
 // Credential is one SMTP login.
 type Credential struct {
-	Username       string       `json:"username"`
-	PasswordHash   string       `json:"passwordHash"`
-	AllowedSenders []string     `json:"allowedSenders"`
-	Limits         SenderLimits `json:"limits,omitempty"`
-	Suspended      bool         `json:"suspended,omitempty"`
+	Username     string `json:"username"`
+	PasswordHash string `json:"passwordHash"`
+	// PreviousPasswordHashes keep rotated-out passwords working until
+	// their notAfter, checked at AUTH time against the relay's clock.
+	PreviousPasswordHashes []PreviousPasswordHash `json:"previousPasswordHashes,omitempty"`
+	AllowedSenders         []string               `json:"allowedSenders"`
+	Limits                 SenderLimits           `json:"limits,omitempty"`
+	Suspended              bool                   `json:"suspended,omitempty"`
+}
+
+// PreviousPasswordHash is a password that still works until NotAfter.
+type PreviousPasswordHash struct {
+	Hash     string      `json:"hash"`
+	NotAfter metav1.Time `json:"notAfter"`
 }
 
 // Queue is the spool.
@@ -155,7 +237,10 @@ const (
 // Algorithms accepted for DKIM keys; the names match the SendingDomain API.
 var Algorithms = []string{"RSA2048", "RSA3072", "RSA4096", "Ed25519"}
 
-// Load reads, defaults and validates the file at path.
+// Load reads the file at path and its include files, merges them, applies
+// defaults and validates. If an include file is missing or its sha256
+// differs from the one listed, the error wraps ErrInconsistent: the shards
+// are being updated and a later Load will succeed.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -168,12 +253,21 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// Parse is Load for bytes.
+// Parse is Load for the main file's bytes (include files are still read
+// from disk).
 func Parse(data []byte) (*Config, error) {
 	var c Config
 	if err := yaml.UnmarshalStrict(data, &c); err != nil {
 		return nil, err
 	}
+	shards, err := c.readIncludes()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.merge(shards); err != nil {
+		return nil, err
+	}
+	c.Digest = digest(data, shards)
 	c.SetDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -223,6 +317,11 @@ func (c *Config) SetDefaults() {
 	setInt(&l.AuthFailures, 5)
 	setDur(&l.AuthFailureWindow, 5*time.Minute)
 	setDur(&l.ShutdownGrace, 25*time.Second)
+	setDur(&l.ShutdownDelay, 5*time.Second)
+	if c.Peer != nil {
+		setStr(&c.Listeners.Peer, ":8443")
+		setStr(&c.Peer.Self, os.Getenv(PodNameEnv))
+	}
 
 	if c.Queue.MinFreeSpace == nil {
 		c.Queue.MinFreeSpace = qty("256Mi")
@@ -261,8 +360,12 @@ func (c *Config) Validate() error {
 	lp := p("listeners")
 	seen := map[string]string{}
 	for _, l := range []struct{ name, addr string }{{"submission", c.Listeners.Submission},
-		{"submissions", c.Listeners.Submissions}, {"http", c.Listeners.HTTP}, {"admin", c.Listeners.Admin}} {
+		{"submissions", c.Listeners.Submissions}, {"http", c.Listeners.HTTP}, {"admin", c.Listeners.Admin},
+		{"peer", c.Listeners.Peer}} {
 		name, addr := l.name, l.addr
+		if name == "peer" && addr == "" {
+			continue // no peer section
+		}
 		if err := checkListenAddress(addr); err != nil {
 			errs = append(errs, field.Invalid(lp.Child(name), addr, err.Error()))
 			continue
@@ -293,10 +396,12 @@ func (c *Config) Validate() error {
 
 	errs = append(errs, c.Limits.validate(p("limits"))...)
 
+	errs = append(errs, c.validateIncludes()...)
+
 	domains := map[string]bool{}
-	dp := p("domains")
+	domainAt := map[string]string{}
 	for i, d := range c.Domains {
-		ip := dp.Index(i)
+		ip := c.origins.path("domains", i)
 		name := strings.ToLower(d.Name)
 		switch {
 		case d.Name == "":
@@ -304,9 +409,12 @@ func (c *Config) Validate() error {
 		case !isDomainName(d.Name) || d.Name != name:
 			errs = append(errs, field.Invalid(ip.Child("name"), d.Name, "must be a lower-case DNS name"))
 		case domains[name]:
-			errs = append(errs, field.Duplicate(ip.Child("name"), d.Name))
+			errs = append(errs, duplicate(ip.Child("name"), d.Name, domainAt[name]))
 		}
 		domains[name] = true
+		if _, ok := domainAt[name]; !ok {
+			domainAt[name] = ip.String()
+		}
 		if len(d.Keys) == 0 {
 			errs = append(errs, field.Required(ip.Child("keys"), "at least one DKIM key: the relay never sends unsigned mail"))
 		}
@@ -329,22 +437,36 @@ func (c *Config) Validate() error {
 	}
 
 	users := map[string]bool{}
-	cp := p("credentials")
+	userAt := map[string]string{}
 	for i, cr := range c.Credentials {
-		ip := cp.Index(i)
+		ip := c.origins.path("credentials", i)
 		switch {
 		case cr.Username == "":
 			errs = append(errs, field.Required(ip.Child("username"), ""))
 		case strings.ContainsFunc(cr.Username, func(r rune) bool { return r <= ' ' || r == 0x7f }):
 			errs = append(errs, field.Invalid(ip.Child("username"), cr.Username, "must not contain spaces or control characters"))
 		case users[cr.Username]:
-			errs = append(errs, field.Duplicate(ip.Child("username"), cr.Username))
+			errs = append(errs, duplicate(ip.Child("username"), cr.Username, userAt[cr.Username]))
 		}
 		users[cr.Username] = true
+		if _, ok := userAt[cr.Username]; !ok {
+			userAt[cr.Username] = ip.String()
+		}
 		if cr.PasswordHash == "" {
-			errs = append(errs, field.Required(ip.Child("passwordHash"), "a bcrypt or argon2id hash"))
+			errs = append(errs, field.Required(ip.Child("passwordHash"), "a $mr-sha256$, bcrypt or argon2id hash"))
 		} else if err := password.Check(cr.PasswordHash); err != nil {
 			errs = append(errs, field.Invalid(ip.Child("passwordHash"), field.OmitValueType{}, err.Error()))
+		}
+		for j, ph := range cr.PreviousPasswordHashes {
+			pp := ip.Child("previousPasswordHashes").Index(j)
+			if ph.Hash == "" {
+				errs = append(errs, field.Required(pp.Child("hash"), ""))
+			} else if err := password.Check(ph.Hash); err != nil {
+				errs = append(errs, field.Invalid(pp.Child("hash"), field.OmitValueType{}, err.Error()))
+			}
+			if ph.NotAfter.IsZero() {
+				errs = append(errs, field.Required(pp.Child("notAfter"), "an RFC 3339 time after which the old password stops working"))
+			}
 		}
 		errs = append(errs, validateSenders(ip.Child("allowedSenders"), cr.AllowedSenders, domains)...)
 		errs = append(errs, cr.Limits.validate(ip.Child("limits"))...)
@@ -387,6 +509,8 @@ func (c *Config) Validate() error {
 	}
 
 	errs = append(errs, c.Delivery.validate(p("delivery"))...)
+	errs = append(errs, c.validateProxyProtocol()...)
+	errs = append(errs, c.validatePeer()...)
 
 	return errs.ToAggregate()
 }
@@ -415,6 +539,9 @@ func (l *Limits) validate(p *field.Path) field.ErrorList {
 		if d == nil || d.Duration <= 0 {
 			errs = append(errs, field.Invalid(p.Child(name), durString(d), "must be positive"))
 		}
+	}
+	if l.ShutdownDelay == nil || l.ShutdownDelay.Duration < 0 {
+		errs = append(errs, field.Invalid(p.Child("shutdownDelay"), durString(l.ShutdownDelay), "must not be negative (0s: stop listening at once)"))
 	}
 	return errs
 }

@@ -1,10 +1,31 @@
 // Package password checks SMTP passwords against the stored hashes that the
 // operator renders into the relay config. Only hashes are ever configured:
-// bcrypt ("$2a$", "$2b$", "$2y$") and argon2id in the PHC string format
-// ("$argon2id$v=19$m=65536,t=3,p=4$<salt>$<hash>", unpadded base64).
+//
+//   - "$mr-sha256$<salt>$<digest>" (unpadded standard base64): SHA-256 of a
+//     16-byte random salt followed by the secret, compared in constant time.
+//     HashToken makes it. This is what the operator uses for the passwords
+//     it generates.
+//   - bcrypt ("$2a$", "$2b$", "$2y$"), made by Hash, and argon2id in the
+//     PHC string format ("$argon2id$v=19$m=65536,t=3,p=4$<salt>$<hash>",
+//     unpadded base64), for configurations written by hand.
+//
+// Why a fast hash is safe for operator-generated passwords, and only for
+// them: a slow KDF (bcrypt, argon2id) exists to make guessing a
+// low-entropy, human-chosen password from a stolen hash expensive. The
+// operator's passwords are 256 bits from crypto/rand; guessing one costs
+// 2^255 hash evaluations on average whether each takes a nanosecond or a
+// second, and no dictionary contains it, so the KDF's cost buys nothing.
+// What it does cost is real: about 60 ms of CPU per AUTH and per hash for
+// bcrypt, minutes for a config of 5,000 credentials. The salt still keeps
+// equal secrets from having equal hashes. A password a person picked must
+// never be stored this way: HashToken refuses secrets shorter than
+// MinTokenLength bytes, and hand-written configs should keep bcrypt or
+// argon2id.
 package password
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
@@ -31,8 +52,11 @@ func Check(hash string) error {
 	case strings.HasPrefix(hash, "$argon2id$"):
 		_, _, _, err := parseArgon2id(hash)
 		return err
+	case strings.HasPrefix(hash, tokenPrefix):
+		_, _, err := parseToken(hash)
+		return err
 	default:
-		return errors.New("unsupported hash: want bcrypt ($2a$/$2b$/$2y$) or argon2id ($argon2id$)")
+		return errors.New("unsupported hash: want $mr-sha256$, bcrypt ($2a$/$2b$/$2y$) or argon2id ($argon2id$)")
 	}
 }
 
@@ -56,6 +80,16 @@ func Verify(hash, password string) error {
 			return ErrMismatch
 		}
 		return nil
+	case strings.HasPrefix(hash, tokenPrefix):
+		salt, want, err := parseToken(hash)
+		if err != nil {
+			return err
+		}
+		got := tokenDigest(salt, password)
+		if subtle.ConstantTimeCompare(got[:], want) != 1 {
+			return ErrMismatch
+		}
+		return nil
 	default:
 		return Check(hash)
 	}
@@ -65,6 +99,51 @@ func Verify(hash, password string) error {
 func Hash(password string) (string, error) {
 	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
 	return string(h), err
+}
+
+// MinTokenLength is the shortest secret HashToken accepts. A 256-bit
+// random password is 43 characters in base64, 64 in hex.
+const MinTokenLength = 32
+
+const tokenPrefix = "$mr-sha256$"
+
+// HashToken returns a salted SHA-256 hash ("$mr-sha256$<salt>$<digest>")
+// of a high-entropy, machine-generated secret; see the package doc for
+// why it must not be used for passwords people choose.
+func HashToken(secret string) (string, error) {
+	if len(secret) < MinTokenLength {
+		return "", fmt.Errorf("HashToken is for generated secrets of at least %d bytes; use Hash for other passwords", MinTokenLength)
+	}
+	var salt [16]byte
+	if _, err := rand.Read(salt[:]); err != nil {
+		return "", err
+	}
+	d := tokenDigest(salt[:], secret)
+	return tokenPrefix + base64.RawStdEncoding.EncodeToString(salt[:]) + "$" + base64.RawStdEncoding.EncodeToString(d[:]), nil
+}
+
+func tokenDigest(salt []byte, secret string) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(salt)
+	h.Write([]byte(secret))
+	var out [sha256.Size]byte
+	h.Sum(out[:0])
+	return out
+}
+
+func parseToken(h string) (salt, digest []byte, err error) {
+	rest := strings.TrimPrefix(h, tokenPrefix)
+	s, d, ok := strings.Cut(rest, "$")
+	if !ok {
+		return nil, nil, errors.New("malformed $mr-sha256$ hash: want $mr-sha256$<salt>$<digest>")
+	}
+	if salt, err = base64.RawStdEncoding.DecodeString(s); err != nil || len(salt) < 8 {
+		return nil, nil, errors.New("malformed $mr-sha256$ salt")
+	}
+	if digest, err = base64.RawStdEncoding.DecodeString(d); err != nil || len(digest) != sha256.Size {
+		return nil, nil, errors.New("malformed $mr-sha256$ digest")
+	}
+	return salt, digest, nil
 }
 
 func isBcrypt(h string) bool {

@@ -57,3 +57,45 @@ func TestPlaintextAndMalformedHashesAreRefusedWithoutEchoingThem(t *testing.T) {
 		}
 	}
 }
+
+func TestTokenHashVerifiesFastAndRefusesShortSecrets(t *testing.T) {
+	secret := strings.Repeat("k", 43)
+	h, err := HashToken(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(h, "$mr-sha256$") || strings.Contains(h, secret) {
+		t.Fatalf("hash %q", h)
+	}
+	if err := Check(h); err != nil {
+		t.Fatal(err)
+	}
+	if err := Verify(h, secret); err != nil {
+		t.Fatalf("right secret: %v", err)
+	}
+	if err := Verify(h, secret+"x"); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("wrong secret: %v", err)
+	}
+	h2, _ := HashToken(secret)
+	if h2 == h {
+		t.Fatal("two hashes of one secret are equal: no salt")
+	}
+	if _, err := HashToken("hunter2"); err == nil {
+		t.Fatal("HashToken accepted a short password")
+	}
+	for _, bad := range []string{"$mr-sha256$", "$mr-sha256$c2FsdHNhbHQ", "$mr-sha256$c2FsdHNhbHQ$c2hvcnQ", "$mr-sha256$!!$!!"} {
+		if Check(bad) == nil || Verify(bad, secret) == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func BenchmarkVerifyToken(b *testing.B) {
+	secret := strings.Repeat("k", 43)
+	h, _ := HashToken(secret)
+	for b.Loop() {
+		if Verify(h, secret) != nil {
+			b.Fatal("mismatch")
+		}
+	}
+}
