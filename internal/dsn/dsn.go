@@ -10,7 +10,8 @@
 // stops bounce loops), and only for the outcomes the recipient's NOTIFY
 // parameter asked for (RFC 3461 §4.1).
 //
-// A report is multipart/report; report-type=delivery-status with three
+// A report is multipart/report; report-type=delivery-status (or
+// global-delivery-status, see below) with three
 // parts: a human-readable explanation, the machine-readable
 // message/delivery-status (Reporting-MTA, Arrival-Date, and per recipient
 // Final-Recipient, Action, Status, Remote-MTA, Diagnostic-Code with the
@@ -199,9 +200,11 @@ func Build(r Report) (*Message, error) {
 	}
 
 	// RFC 6533: reports about SMTPUTF8 mail use the "global" types, 8-bit.
-	statusType, headerType, cte := "message/delivery-status", "text/rfc822-headers", "7bit"
+	// The top-level report-type names the type of the status part (RFC
+	// 6522 §3), so it follows it.
+	reportType, statusType, headerType, cte := "delivery-status", "message/delivery-status", "text/rfc822-headers", "7bit"
 	if global {
-		statusType, headerType, cte = "message/global-delivery-status", "message/global-headers", "8bit"
+		reportType, statusType, headerType, cte = "global-delivery-status", "message/global-delivery-status", "message/global-headers", "8bit"
 	}
 	if err := writePart(mw, "Delivery report", statusType, cte, []byte(status)); err != nil {
 		return nil, err
@@ -227,7 +230,7 @@ func Build(r Report) (*Message, error) {
 	h("Auto-Submitted", "auto-replied")
 	h("MIME-Version", "1.0")
 	h("Content-Type", mime.FormatMediaType("multipart/report", map[string]string{
-		"report-type": "delivery-status",
+		"report-type": reportType,
 		"boundary":    mw.Boundary(),
 	}))
 	out.WriteString("\r\n")

@@ -259,6 +259,19 @@ func TestInternationalizedAddressesUseTheGlobalTypes(t *testing.T) {
 	}
 }
 
+// TestGlobalReportsSayGlobalDeliveryStatusAtTheTop: the multipart/report's
+// report-type names the status part's type (RFC 6522 §3), so a report
+// with message/global-delivery-status says report-type=global-delivery-status
+// (RFC 6533 §6).
+func TestGlobalReportsSayGlobalDeliveryStatusAtTheTop(t *testing.T) {
+	r := failureReport()
+	r.Recipients[0].FinalRecipient = "jürgen@example.de"
+	_, p := build(t, r)
+	if p.ReportType != "global-delivery-status" {
+		t.Errorf("report-type = %q, want global-delivery-status (parts %v)", p.ReportType, p.PartTypes)
+	}
+}
+
 func TestEveryLineIsCRLFTerminatedAndWithinTheLengthLimit(t *testing.T) {
 	r := failureReport()
 	r.Recipients[0].SMTPReply = "550 5.7.1 " + strings.Repeat("blocked-by-policy ", 120)
