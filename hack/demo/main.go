@@ -21,20 +21,24 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "mailroom.io/mailroom/api/v1alpha1"
 	"mailroom.io/mailroom/internal/testutil/bindtest"
@@ -55,6 +59,7 @@ const (
 )
 
 func main() {
+	setControllerRuntimeLogger(os.Stderr)
 	once := flag.Bool("once", false, "run the scenario, print the result and tear down (for CI)")
 	dir := flag.String("dir", "", "run folder for configs, queues and logs (default: a new temporary folder)")
 	timeout := flag.Duration("timeout", 5*time.Minute, "how long each step may take")
@@ -70,6 +75,14 @@ func main() {
 		d.printLogTails()
 		os.Exit(1)
 	}
+}
+
+// setControllerRuntimeLogger gives the controller-runtime client (used
+// through envtest and client.New) a logger before anything uses it; without
+// one it prints a stack trace ("log.SetLogger(...) was never called") on
+// the demo's first screen. Only its warnings and errors are shown.
+func setControllerRuntimeLogger(w io.Writer) {
+	ctrllog.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn})))
 }
 
 type demo struct {
@@ -214,7 +227,7 @@ func (d *demo) run(ctx context.Context, dir string) error {
 		return err
 	}
 	out, err := dkimpy.Verify(d.bind.Addr, data)
-	fmt.Print(indent("dkimpy: " + out))
+	fmt.Print(indent(verdicts(out)))
 	if err != nil {
 		return fmt.Errorf("dkimpy did not verify the delivered message: %w", err)
 	}
@@ -436,6 +449,26 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// verdicts puts dkimpy's report ("<index> <pass|fail> d=… s=… a=…" per
+// signature) into words; anything else it printed is shown as it is.
+func verdicts(report string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimSpace(report), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 5 || (f[1] != "pass" && f[1] != "fail") || !strings.HasPrefix(f[2], "d=") {
+			b.WriteString("dkimpy: " + l + "\n")
+			continue
+		}
+		verdict := "valid: dkimpy verified it against the key published in BIND"
+		if f[1] == "fail" {
+			verdict = "INVALID: dkimpy could not verify it against the key published in BIND"
+		}
+		n, _ := strconv.Atoi(f[0])
+		fmt.Fprintf(&b, "DKIM signature %d (%s, %s, %s): %s\n", n+1, f[2], f[3], strings.TrimPrefix(f[4], "a="), verdict)
+	}
+	return b.String()
 }
 
 func indent(s string) string {
