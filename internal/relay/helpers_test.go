@@ -29,6 +29,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
+	"k8s.io/utils/clock"
 
 	"mailroom.io/mailroom/internal/dkim"
 	"mailroom.io/mailroom/internal/queue"
@@ -119,6 +120,8 @@ type envOptions struct {
 	// secretMount serves the config the way a mounted Kubernetes Secret
 	// does: through a "..data" symlink (see swapSecret).
 	secretMount bool
+	// clock is the relay's clock (previous passwords' notAfter); nil: real.
+	clock clock.PassiveClock
 }
 
 const baseDomains = `domains:
@@ -193,7 +196,7 @@ func startRelay(t *testing.T, o envOptions) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv, err = relay.New(relay.Options{Config: cfg, ConfigPath: e.cfgPath, Queue: e.q, Logger: log, Metrics: m})
+	e.srv, err = relay.New(relay.Options{Config: cfg, ConfigPath: e.cfgPath, Queue: e.q, Logger: log, Metrics: m, Clock: o.clock})
 	if err != nil {
 		e.q.Close()
 		t.Fatal(err)

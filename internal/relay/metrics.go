@@ -23,6 +23,7 @@ type Metrics struct {
 	commitBatch    prometheus.Histogram
 	reloads        *prometheus.CounterVec
 	lastReload     prometheus.Gauge
+	configRevision prometheus.Gauge
 }
 
 // NewMetrics registers the relay's metrics in a new registry, next to the
@@ -69,6 +70,9 @@ func NewMetrics() *Metrics {
 		}, []string{"result"})).(*prometheus.CounterVec),
 		lastReload: f(prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mailroom_relay_config_last_reload_success_timestamp_seconds", Help: "When a configuration was last applied.",
+		})).(prometheus.Gauge),
+		configRevision: f(prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mailroom_relay_config_revision", Help: "Revision of the configuration applied in full (all shards consistent).",
 		})).(prometheus.Gauge),
 	}
 }

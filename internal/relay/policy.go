@@ -29,12 +29,15 @@ type policy struct {
 // principal is who a message is submitted as: a credential or a trusted
 // network.
 type principal struct {
-	kind    string // "user" or "network"
-	name    string
-	hash    string // credential only
-	senders senderSet
-	limits  config.SenderLimits
-	prefix  []netip.Prefix // network only
+	kind string // "user" or "network"
+	name string
+	hash string // credential only
+	// previous are rotated-out password hashes, each valid until its
+	// notAfter (see Server.checkPassword).
+	previous []config.PreviousPasswordHash
+	senders  senderSet
+	limits   config.SenderLimits
+	prefix   []netip.Prefix // network only
 	// suspended credentials may authenticate but not send.
 	suspended bool
 }
@@ -123,7 +126,8 @@ func compile(cfg *config.Config) (*policy, error) {
 	}
 	for _, c := range cfg.Credentials {
 		p.users[c.Username] = &principal{kind: "user", name: c.Username, hash: c.PasswordHash,
-			senders: newSenderSet(c.AllowedSenders), limits: c.Limits, suspended: c.Suspended}
+			previous: c.PreviousPasswordHashes,
+			senders:  newSenderSet(c.AllowedSenders), limits: c.Limits, suspended: c.Suspended}
 	}
 	for _, n := range cfg.TrustedNetworks {
 		pr := &principal{kind: "network", name: n.Name, senders: newSenderSet(n.AllowedSenders), limits: n.Limits}

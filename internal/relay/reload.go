@@ -12,7 +12,10 @@ import (
 )
 
 // WatchConfig reloads the configuration whenever the config file or a file
-// it refers to (TLS certificate and key, DKIM keys) changes, until ctx ends.
+// it refers to (include shards, TLS certificate and key, DKIM keys, peer
+// certificates) changes, until ctx ends. While the shards on disk are not
+// consistent with the main file (see config.ErrInconsistent) it tries again
+// every second, whatever the events.
 // It returns once the watches are in place; the watching goes on in the
 // background.
 //
@@ -77,17 +80,21 @@ func (s *Server) watchConfig(ctx context.Context, poll time.Duration, ready chan
 	}
 	ticker := time.NewTicker(poll)
 	defer ticker.Stop()
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
 	// Changes come in bursts (a Secret update is several renames); settle
 	// first.
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	check := func() {
 		fp := s.fingerprint()
-		if fp == last {
+		if fp == last && !s.pendingShards.Load() {
 			return
 		}
+		if fp != last {
+			s.log.Info("relay: configuration files changed; reloading")
+		}
 		last = fp
-		s.log.Info("relay: configuration files changed; reloading")
 		_ = s.Reload()
 		syncWatches()
 	}
@@ -103,6 +110,10 @@ func (s *Server) watchConfig(ctx context.Context, poll time.Duration, ready chan
 			check()
 		case <-ticker.C:
 			check()
+		case <-retry.C:
+			if s.pendingShards.Load() {
+				check()
+			}
 		}
 	}
 }
@@ -111,7 +122,11 @@ func (s *Server) watchConfig(ctx context.Context, poll time.Duration, ready chan
 func (s *Server) watchedFiles() []string {
 	files := []string{s.opts.ConfigPath}
 	cfg := s.policy.Load().cfg
+	files = append(files, cfg.Files()...)
 	files = append(files, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	if cfg.Peer != nil {
+		files = append(files, cfg.Peer.CAFile, cfg.Peer.CertFile, cfg.Peer.KeyFile)
+	}
 	for _, d := range cfg.Domains {
 		for _, k := range d.Keys {
 			files = append(files, k.PrivateKeyFile)

@@ -9,6 +9,7 @@ package relay
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,7 +21,9 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/utils/clock"
 
 	"mailroom.io/mailroom/internal/queue"
 	"mailroom.io/mailroom/internal/relay/config"
@@ -38,6 +41,9 @@ type Options struct {
 	// start (reload), so the delivery side can follow settings such as
 	// delivery.paused.
 	OnApply func(*config.Config)
+	// Clock is what previous passwords' notAfter is checked against; nil:
+	// the real clock.
+	Clock clock.PassiveClock
 }
 
 // Listener names, as used in metrics.
@@ -65,10 +71,22 @@ type Server struct {
 	limiters  limiterSet
 	passwords *passwordCache
 
-	shutting atomic.Bool
-	readyMu  sync.Mutex
-	readyAt  time.Time
-	readyErr error
+	clock     clock.PassiveClock
+	proxyNets atomic.Pointer[[]netip.Prefix]
+	admitWG   sync.WaitGroup
+
+	// shutting: listeners closed, sessions ending. terminating: SIGTERM
+	// seen, readiness off but still accepting (limits.shutdownDelay).
+	// draining: this member is listed in the config's drain.
+	shutting    atomic.Bool
+	terminating atomic.Bool
+	draining    atomic.Bool
+	// pendingShards: the config on disk names include files that are not
+	// consistent yet; the running configuration stays.
+	pendingShards atomic.Bool
+	readyMu       sync.Mutex
+	readyAt       time.Time
+	readyErr      error
 }
 
 type listener struct {
@@ -101,6 +119,9 @@ func New(opts Options) (*Server, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics()
 	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
 	s := &Server{
 		opts:      opts,
 		log:       opts.Logger,
@@ -109,6 +130,7 @@ func New(opts Options) (*Server, error) {
 		conns:     newConnTable(),
 		throttle:  newAuthThrottle(),
 		passwords: newPasswordCache(),
+		clock:     opts.Clock,
 	}
 	s.tlsConfig = &tls.Config{
 		// Resolved per handshake, so a reloaded certificate or minimum
@@ -123,6 +145,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.policy.Store(p)
+	s.followConfig(opts.Config)
 	s.m.registerQueueDepth(s.q.Len)
 	s.gen.Store(s.newGeneration(p))
 
@@ -203,7 +226,7 @@ func (s *Server) acceptLoop(l *listener) {
 	for {
 		raw, err := l.ln.Accept()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || s.shutting.Load() {
 				return
 			}
 			// Out of file descriptors and the like: back off, keep serving.
@@ -213,34 +236,53 @@ func (s *Server) acceptLoop(l *listener) {
 			continue
 		}
 		delay = 0
-		ip := netip.Addr{}
-		if ap, err := netip.ParseAddrPort(raw.RemoteAddr().String()); err == nil {
-			ip = ap.Addr().Unmap()
-		}
-		tc := &trackedConn{Conn: raw, ip: ip, listener: l.name}
-		p := s.policy.Load()
-		if s.shutting.Load() {
-			go s.refuse(tc, l.implicitTLS, p, "421 4.3.2 Service shutting down, try again later")
+		ip := addrIP(raw.RemoteAddr())
+		if nets := s.proxyNets.Load(); nets != nil {
+			if !containsIP(*nets, ip) {
+				// Not a load balancer: a PROXY header from it closes the
+				// connection (see untrustedConn).
+				s.admit(l, &untrustedConn{Conn: proxyproto.NewConn(raw, proxyproto.WithPolicy(proxyproto.REJECT)), raw: raw, s: s, ip: ip}, ip)
+				continue
+			}
+			// The header must be read before the greeting; not in this
+			// loop, so a slow balancer holds up only its own connection.
+			s.admitWG.Add(1)
+			go func() {
+				defer s.admitWG.Done()
+				s.admitProxied(l, raw, ip)
+			}()
 			continue
 		}
-		if !s.conns.add(tc, p.cfg.Limits.MaxConnections, p.cfg.Limits.MaxConnectionsPerIP) {
-			s.m.rejected.WithLabelValues("connection_limit").Inc()
-			s.log.Warn("relay: connection refused: limit reached", "client", ip.String(), "listener", l.name)
-			go s.refuse(tc, l.implicitTLS, p, "421 4.7.0 Too many connections, try again later")
-			continue
-		}
-		tc.onDone = func(c *trackedConn) {
-			s.conns.remove(c)
-			s.m.activeSessions.Dec()
-		}
-		s.m.sessions.WithLabelValues(l.name).Inc()
-		s.m.activeSessions.Inc()
-		var c net.Conn = tc
-		if l.implicitTLS {
-			c = tls.Server(tc, s.tlsConfig)
-		}
-		s.dispatch(l.name, c)
+		s.admit(l, raw, ip)
 	}
+}
+
+// admit applies the connection limits to a connection from ip and hands it
+// to the current generation.
+func (s *Server) admit(l *listener, raw net.Conn, ip netip.Addr) {
+	tc := &trackedConn{Conn: raw, ip: ip, listener: l.name}
+	p := s.policy.Load()
+	if s.shutting.Load() {
+		go s.refuse(tc, l.implicitTLS, p, "421 4.3.2 Service shutting down, try again later")
+		return
+	}
+	if !s.conns.add(tc, p.cfg.Limits.MaxConnections, p.cfg.Limits.MaxConnectionsPerIP) {
+		s.m.rejected.WithLabelValues("connection_limit").Inc()
+		s.log.Warn("relay: connection refused: limit reached", "client", ip.String(), "listener", l.name)
+		go s.refuse(tc, l.implicitTLS, p, "421 4.7.0 Too many connections, try again later")
+		return
+	}
+	tc.onDone = func(c *trackedConn) {
+		s.conns.remove(c)
+		s.m.activeSessions.Dec()
+	}
+	s.m.sessions.WithLabelValues(l.name).Inc()
+	s.m.activeSessions.Inc()
+	var c net.Conn = tc
+	if l.implicitTLS {
+		c = tls.Server(tc, s.tlsConfig)
+	}
+	s.dispatch(l.name, c)
 }
 
 // refuse answers a connection that is not admitted and closes it.
@@ -299,6 +341,40 @@ func (l *chanListener) Close() error {
 
 func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
 
+func addrIP(a net.Addr) netip.Addr {
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+func containsIP(nets []netip.Prefix, ip netip.Addr) bool {
+	for _, n := range nets {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// followConfig takes the settings of an applied configuration that live
+// in the Server rather than the policy.
+func (s *Server) followConfig(cfg *config.Config) {
+	if pp := cfg.ProxyProtocol; pp != nil && len(pp.TrustedCIDRs) > 0 {
+		var nets []netip.Prefix
+		for _, c := range pp.TrustedCIDRs {
+			nets = append(nets, netip.MustParsePrefix(c).Masked())
+		}
+		s.proxyNets.Store(&nets)
+	} else {
+		s.proxyNets.Store(nil)
+	}
+	if d := cfg.Draining(); d != s.draining.Swap(d) && d {
+		s.log.Info("relay: this member is listed in drain: readiness off", "self", cfg.Peer.Self)
+	}
+	s.m.configRevision.Set(float64(cfg.Revision))
+}
+
 // Apply switches to cfg without dropping connections: sessions use the new
 // policy from their next command on. On error the current configuration
 // stays.
@@ -329,11 +405,12 @@ func (s *Server) Apply(cfg *config.Config) error {
 		keep[n.key()] = true
 	}
 	s.limiters.retain(keep)
+	s.followConfig(cfg)
 	if s.opts.OnApply != nil {
 		s.opts.OnApply(cfg)
 	}
-	s.log.Info("relay: configuration applied", "domains", len(cfg.Domains), "credentials", len(cfg.Credentials),
-		"trusted_networks", len(cfg.TrustedNetworks))
+	s.log.Info("relay: configuration applied", "revision", cfg.Revision, "digest", cfg.Digest, "domains", len(cfg.Domains),
+		"credentials", len(cfg.Credentials), "trusted_networks", len(cfg.TrustedNetworks))
 	return nil
 }
 
@@ -355,6 +432,17 @@ func (s *Server) Reload() error {
 		return errors.New("relay: no config path to reload from")
 	}
 	cfg, err := config.Load(s.opts.ConfigPath)
+	if errors.Is(err, config.ErrInconsistent) {
+		// A projected volume mid-update, not a broken config: keep the
+		// running one and look again soon (see watchConfig).
+		if !s.pendingShards.Swap(true) {
+			s.log.Info("relay: waiting for consistent config shards; keeping the running configuration",
+				"revision", s.Config().Revision, "detail", err.Error())
+		}
+		s.m.reloads.WithLabelValues("inconsistent").Inc()
+		return err
+	}
+	s.pendingShards.Store(false)
 	if err == nil {
 		err = s.Apply(cfg)
 	}
@@ -378,8 +466,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return errors.New("relay: already shut down")
 	}
 	s.log.Info("relay: shutting down", "sessions", s.conns.count())
-	s.closeListeners()
+	// Connections already in the kernel's accept queue would be reset by
+	// closing the listener; accept them for a moment more and answer them
+	// 421 (admit does while shutting).
+	for _, l := range s.listeners {
+		if tl, ok := l.ln.(*net.TCPListener); ok {
+			_ = tl.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		}
+	}
 	s.acceptWG.Wait()
+	s.closeListeners()
+	s.admitWG.Wait()
 
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -414,9 +511,45 @@ wait:
 	return err
 }
 
-// Handler serves /metrics, /healthz and /readyz.
+// Terminate turns readiness off at once, without refusing anything: the
+// first step of the shutdown sequence, before limits.shutdownDelay passes
+// and Shutdown stops accepting.
+func (s *Server) Terminate() {
+	if !s.terminating.Swap(true) {
+		s.log.Info("relay: terminating: readiness off, still accepting", "shutdownDelay", s.Config().Limits.ShutdownDelay.Duration.String())
+	}
+}
+
+// Status is what GET /status reports.
+type Status struct {
+	// Revision is the revision of the configuration applied in full.
+	Revision int64 `json:"revision"`
+	// ConfigDigest identifies it (config.ComputeDigest).
+	ConfigDigest string `json:"configDigest"`
+	Ready        bool   `json:"ready"`
+	// Draining: this member is listed in drain; Drained: and its queue
+	// is empty (everything handed over).
+	Draining bool `json:"draining"`
+	Drained  bool `json:"drained"`
+	Queued   int  `json:"queued"`
+}
+
+// Status returns the relay's current status.
+func (s *Server) Status() Status {
+	cfg := s.Config()
+	st := Status{Revision: cfg.Revision, ConfigDigest: cfg.Digest, Ready: s.Ready() == nil,
+		Draining: s.draining.Load(), Queued: s.q.Len()}
+	st.Drained = st.Draining && st.Queued == 0
+	return st
+}
+
+// Handler serves /metrics, /healthz, /readyz and /status.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s.Status())
+	})
 	mux.Handle("/metrics", promhttp.HandlerFor(s.m.Registry, promhttp.HandlerOpts{Registry: s.m.Registry}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		// Alive unless the queue hit an error it cannot recover from: then
@@ -441,8 +574,11 @@ func (s *Server) Handler() http.Handler {
 // shutting down, the spool is not writable, or the disk is nearly full.
 // The write probe runs at most once a second.
 func (s *Server) Ready() error {
-	if s.shutting.Load() {
+	if s.shutting.Load() || s.terminating.Load() {
 		return errors.New("shutting down")
+	}
+	if s.draining.Load() {
+		return errors.New("draining: handing the queue to the other pool members")
 	}
 	s.readyMu.Lock()
 	defer s.readyMu.Unlock()

@@ -116,12 +116,7 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 }
 
 func (ss *session) authenticate(username, pw string) error {
-	pr := ss.s.policy.Load().users[username]
-	hash := ""
-	if pr != nil {
-		hash = pr.hash
-	}
-	if !ss.s.passwords.verify(username, hash, pw) {
+	if !ss.s.checkPassword(ss.s.policy.Load().users[username], username, pw) {
 		return ss.authFailed(username, "bad credentials")
 	}
 	ss.mu.Lock()
