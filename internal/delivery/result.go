@@ -141,6 +141,10 @@ type Result struct {
 	// SuppressionCandidate is set for permanent "no such user" class
 	// refusals: the address should go on the suppression list.
 	SuppressionCandidate bool
+	// NotBefore is set with ReasonHostDown: no server was tried because
+	// all failed recently, and none will be tried again before this time.
+	// Such a result is not an attempt; the scheduler retries then.
+	NotBefore time.Time
 }
 
 // Diagnostic is the reply as sent, or the detail when there was none.

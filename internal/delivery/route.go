@@ -39,13 +39,14 @@ func (p *plan) usable(s *session) bool {
 // failure is why a destination could not be reached or a session not set
 // up; it becomes the result of every recipient concerned.
 type failure struct {
-	status   Status
-	reason   Reason
-	code     string // enhanced status code, before class adjustment
-	reply    Reply
-	detail   string
-	host, ip string
-	markDown bool // the server is unreachable: remember it
+	status    Status
+	reason    Reason
+	notBefore time.Time // ReasonHostDown: when the servers may be tried again
+	code      string    // enhanced status code, before class adjustment
+	reply     Reply
+	detail    string
+	host, ip  string
+	markDown  bool // the server is unreachable: remember it
 	// noService: the server refused the session with a 5xx greeting or
 	// EHLO reply (RFC 5321 §3.8: 554 at the greeting means no service).
 	noService bool
@@ -58,7 +59,7 @@ func (f *failure) result(rcpt string) Result {
 	}
 	return Result{
 		Recipient: rcpt, Status: f.status, Reason: f.reason, Code: statusCode(f.status, code),
-		Reply: f.reply, Detail: f.detail, RemoteHost: f.host, RemoteIP: f.ip,
+		Reply: f.reply, Detail: f.detail, RemoteHost: f.host, RemoteIP: f.ip, NotBefore: f.notBefore,
 	}
 }
 
@@ -164,7 +165,11 @@ func (d *Deliverer) connect(ctx context.Context, p *plan) (*session, *failure) {
 			addr := netip.AddrPortFrom(ip, uint16(p.port)).String()
 			if why, until, down := d.hostDown.Down(addr); down {
 				skipped++
-				downUntil, downWhy = until, why
+				// The earliest a server may be tried again.
+				if downUntil.IsZero() || until.Before(downUntil) {
+					downUntil = until
+				}
+				downWhy = why
 				d.metrics.hostDownSkips.Inc()
 				if rep, ok := parseReply(why); ok && rep.Code/100 == 5 {
 					noService++
@@ -220,9 +225,11 @@ func (d *Deliverer) connect(ctx context.Context, p *plan) (*session, *failure) {
 	case last != nil:
 		return nil, last
 	case skipped > 0:
-		return nil, deferred(ReasonHostDown, "4.4.1", fmt.Sprintf(
+		f := deferred(ReasonHostDown, "4.4.1", fmt.Sprintf(
 			"not attempted: every server for %s failed recently and is not retried before %s (last: %s)",
 			p.key, downUntil.UTC().Format(time.RFC3339), downWhy))
+		f.notBefore = downUntil
+		return nil, f
 	case p.enforce != nil && len(noMatch) == len(p.hosts):
 		return nil, deferred(ReasonMTASTS, "4.7.5", fmt.Sprintf(
 			"MTA-STS policy of %s (enforce) allows mx %s, but the MX hosts are %s",

@@ -1,27 +1,106 @@
-// Package queue is the relay's durable message spool: the write path that
-// decides when a message may be acknowledged with 250, recovery after a
-// crash, and the per-message state the delivery scheduler updates later.
+// Package queue is the relay's durable message spool, on Pebble
+// (github.com/cockroachdb/pebble/v2): the write path that decides when a
+// message may be acknowledged with 250, the schedule indexes the
+// delivery scheduler reads, per-message delivery state, suppressions,
+// handover to another relay, and what happens to data that is corrupt.
 //
 // # Guarantees
 //
-//   - Commit returns only after the message's data and metadata are on disk
-//     and fsynced, together with every directory entry needed to find them.
-//     A message whose Commit returned nil survives kill -9 and power loss.
-//   - Concurrent commits share fsyncs (group commit): one goroutine appends
-//     every pending record to the active segment with one write and one
-//     fsync, then wakes all their writers. Throughput grows with concurrency
-//     instead of being capped by the disk's fsync rate.
+//   - Commit returns only after the message's metadata, indexes and body
+//     are on disk: a Pebble batch committed with Sync, after the body file
+//     (if any) and its directory entry were fsynced. A message whose
+//     Commit returned nil survives kill -9 and power loss.
+//   - Concurrent commits share fsyncs: Pebble's commit pipeline writes
+//     every batch waiting with one write-ahead-log write and fsync (group
+//     commit), so throughput grows with concurrency.
 //   - Messages stream to disk. A Writer keeps at most Options.InlineLimit
 //     bytes in memory; a larger message spills to its own body file as it
-//     arrives.
+//     arrives, which is fsynced before the batch that refers to it and
+//     deleted after the batch that forgets it.
 //   - One process owns a directory: Open takes an exclusive flock(2) on
 //     LOCK and fails with ErrLocked naming the holder's PID. The kernel drops
 //     the lock when the process dies, so there are no stale lock files.
-//   - On Open, torn or partial writes are cut off and unreferenced body files
-//     are deleted; every committed message is recovered.
-//   - A failed write (disk full included) is truncated away before the next
-//     batch is written, so the log never holds a half record followed by
-//     good ones; the affected commits fail with ErrNoSpace or another error.
+//   - Every event costs O(log n) whatever the queue's size: a commit, a
+//     state change (it moves the message's index entries in the same
+//     batch), and finding due work (a bounded range read of the due
+//     index). Nothing is held in memory per queued message; message and
+//     held counts are Pebble merge counters updated in the same batches.
+//   - Deleting a message gives its space back through Pebble's compactions
+//     (and at once for a body file).
+//   - Open refuses a directory of the old segment-log spool (ErrOldFormat)
+//     rather than read it as empty.
+//
+// # Free-space reserves
+//
+// Every write checks, before it commits, that the filesystem keeps a
+// reserve free, counting the writes in progress so concurrent writers
+// cannot overrun it together. The reserve depends on who writes
+// (Options.Reserve is queue.minFreeSpace):
+//
+//	intake (NewWriter, Import)        Reserve
+//	DSNs (NewReportWriter)            Reserve / 2
+//	delivery state (Update, leases)   Reserve / 4
+//	removals, quarantine              Reserve / 8
+//
+// Intake is refused first (ErrNoSpace, which the SMTP session answers with
+// 452 4.3.1), so the state and DSN writes of mail already accepted have
+// room. Pebble ends the process if its log cannot be written (a half
+// written commit pipeline cannot be undone); the reserves keep it from
+// getting there.
+//
+// # Key layout (format "mailroom-spool 2")
+//
+//	meta/format                   "mailroom-spool 2"
+//	m/<id>                        JSON: Message plus where the body is (file) and its length and CRC-32C
+//	b/<id>                        the body, when at most InlineLimit bytes
+//	d/<next attempt>/<id>         due index: 8-byte big-endian Unix nanoseconds (0: due since queued); empty value
+//	h/<id>                        held messages (not in the due index)
+//	t/<domain>/<id>               destination index: one per pending recipient domain (lower case)
+//	s/<address>                   suppression list entries (package delivery's JSON)
+//	i/<origin key>                Import idempotency: JSON {id, at}; kept 30 days
+//	q/<id>                        quarantined messages: JSON Quarantined
+//	c/messages, c/held, c/quarantined   merge counters (little-endian int64 sums)
+//
+// Files:
+//
+//	<dir>/LOCK          flock target; holds the owner's PID
+//	<dir>/db/           the Pebble store
+//	<dir>/bodies/<id>   bodies larger than InlineLimit
+//
+// Ids are 16 characters of base32hex (lower case): 32 bits of the arrival
+// second, then 48 random bits, so m/ lists messages in arrival order and
+// the oldest message is the first key. JSON field names are part of the
+// format; new fields may be added, existing ones keep their meaning.
+//
+// # Attempts and leases
+//
+// The scheduler writes, before each attempt, the message's lease
+// (Message.LeaseUntil) and the next attempt as if the attempt will fail,
+// as mox's queue does; the outcome replaces both. A crash mid-attempt
+// therefore neither loses the message nor makes it due at once: it is due
+// again at the lease's next attempt, delivered at most once more.
+//
+// # Corruption
+//
+// Pebble checksums its log and tables; this package checksums bodies
+// (length and CRC-32C in m/<id>, checked as they are read).
+//
+//   - A torn tail of the newest log write is recovered silently by Pebble:
+//     it was never acknowledged.
+//   - Corruption Pebble cannot recover from at Open (in the MANIFEST or in
+//     the middle of a log) makes Open fail with ErrCorrupt: the relay does
+//     not start, and says so; docs/queue-recovery.md says what to do.
+//   - A record or body that cannot be read is quarantined: its keys leave
+//     the schedule, q/<id> records the id, the reason and the envelope
+//     when known, the event is counted (Corruptions, QuarantinedLen) and
+//     logged with the queue id, and its bytes are kept for recovery by
+//     hand. A scan that meets a corrupt index block skips past it and
+//     continues. After Open a scrub checks that every index entry names a
+//     readable record; reading messages finds the rest.
+//
+// Acknowledged mail is never dropped without a trace: it is delivered,
+// bounced with a DSN, listed in the quarantine, or the queue refuses to
+// open.
 //
 // # Handover (scale-down)
 //
@@ -38,59 +117,10 @@
 // flags, arrival time and retry deadline, as JSON, plus the body), the
 // receiver Imports it - durable with the same Sync commit as intake -
 // and only then does the sender Remove it. Import is idempotent on
-// originKey: repeating it after a crash between the receiver's commit and
+// originKey: the key is written in the same batch as the message, so
+// repeating an Import after a crash between the receiver's commit and
 // the sender's Remove returns the first id with dup=true and queues
-// nothing, so a handover never makes two copies.
-//
-// # On-disk format (version 1)
-//
-//	<dir>/LOCK                        flock target; holds the owner's PID
-//	<dir>/segments/<seq>.seg          append-only record log, seq = %016x
-//	<dir>/bodies/<id>                 body of a message larger than InlineLimit
-//
-// A segment starts with a 16-byte header: the magic "MRQSEG1\n" followed by
-// the segment's sequence number as a little-endian uint64. Records follow
-// back to back:
-//
-//	offset 0  uint32 LE  payload length n
-//	offset 4  uint32 LE  CRC-32C (Castagnoli) of bytes [8, 9+n)
-//	offset 8  uint8      record type
-//	offset 9  n bytes    payload
-//
-// Record types:
-//
-//	1 MESSAGE  uint32 LE metadata length m, m bytes of metadata JSON, then
-//	           the message bytes when they are stored inline. The JSON is a
-//	           Message plus "spilled": true when the bytes live in
-//	           bodies/<id> instead. Message.Header (trace and DKIM-Signature
-//	           fields computed after the data arrived) is delivered before the
-//	           stored bytes. A later MESSAGE record with the same id replaces
-//	           the earlier one (compaction rewrites live messages this way).
-//	2 UPDATE   metadata JSON: the message's full new state (recipients,
-//	           attempts, next attempt). The newest one wins.
-//	3 DONE     the message id: the message is finished (delivered, bounced
-//	           or expired) and is forgotten.
-//
-// Recovery reads the segments in sequence order and applies the records in
-// order. It stops reading a segment at the first record whose header or
-// payload is incomplete or whose checksum does not match, and truncates the
-// segment there: such a record was never acknowledged, because a commit is
-// acknowledged only after its whole batch was written and fsynced.
-//
-// Segments are deleted oldest first, and only when no live message's
-// MESSAGE record is in them. That order is what keeps recovery correct: an
-// UPDATE or DONE record always lives in the same or a later segment than
-// the MESSAGE record it refers to, so it can only disappear after that
-// MESSAGE record is gone too. The segment directory is fsynced after each
-// deletion, so a crash cannot bring back an older segment whose DONE records
-// were in a newer, already deleted one.
-//
-// Compaction keeps one long-retrying message from pinning every later
-// segment: once three quarters of the oldest segment's messages are
-// finished, its live ones are rewritten into the active segment as new
-// MESSAGE records with their current state (body files are reused, not
-// copied), and the emptied segment is deleted.
-//
-// JSON field names are part of the format; new fields may be added (old
-// readers ignore them), existing ones must keep their meaning.
+// nothing; a handover never makes two copies. Message.Expires is the
+// retry deadline when the sender had one other than arrival + maxAge
+// (zero: the pool's maxAge from ReceivedAt, which Import keeps).
 package queue

@@ -2,9 +2,13 @@ package queue
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // ExportFormat is the version of Exported; a receiver refuses others.
@@ -111,15 +115,17 @@ func copyBody(ctx context.Context, w io.Writer, body io.Reader, n int64) error {
 }
 
 // importMessage is Import after validation. The idempotency check and the
-// commit are one critical section, so two concurrent Imports of the same
-// key cannot both queue.
+// commit are one critical section, and the key i/<originKey> is written in
+// the same batch as the message, so two Imports of one key can never both
+// queue, before or after a crash.
 func (q *Queue) importMessage(ctx context.Context, e Exported, body io.Reader, originKey string) (string, bool, error) {
 	q.importMu.Lock()
 	defer q.importMu.Unlock()
 	if id, ok := q.handedOver(originKey); ok {
 		return id, true, nil
 	}
-	w, err := q.NewWriter()
+	// The id starts with the original arrival second, like the sender's.
+	w, err := q.newWriter(classIntake, e.Message.ReceivedAt)
 	if err != nil {
 		return "", false, err
 	}
@@ -133,8 +139,74 @@ func (q *Queue) importMessage(ctx context.Context, e Exported, body io.Reader, o
 	}
 	m := e.Message.clone()
 	m.Handover = originKey
+	m.LeaseUntil = time.Time{} // the sender's attempt ended with its queue
+	v, _ := json.Marshal(idemRecord{ID: w.ID(), At: q.opts.Now().UTC()})
+	w.extra = func(b *pebble.Batch) error { return b.Set([]byte(pIdem+originKey), v, nil) }
 	if err := w.Commit(m); err != nil {
 		return "", false, err
 	}
 	return w.ID(), false, nil
+}
+
+// idemRecord is the value of i/<originKey>.
+type idemRecord struct {
+	ID string    `json:"id"`
+	At time.Time `json:"at"`
+}
+
+// idemTTL is how long Import remembers a key: far longer than any
+// handover retry.
+const idemTTL = 30 * 24 * time.Hour
+
+// handedOver returns the id of the message imported with key.
+func (q *Queue) handedOver(key string) (string, bool) {
+	v, closer, err := q.db.Get([]byte(pIdem + key))
+	if err != nil {
+		return "", false
+	}
+	defer closer.Close()
+	var r idemRecord
+	if json.Unmarshal(v, &r) != nil {
+		return "", false
+	}
+	return r.ID, true
+}
+
+func (q *Queue) pruneIdempotencyKeys() {
+	cut := q.opts.Now().Add(-idemTTL)
+	var old [][]byte
+	_ = q.scan([]byte(pIdem), []byte("i0"), func(k, v []byte) bool {
+		var r idemRecord
+		if json.Unmarshal(v, &r) == nil && r.At.Before(cut) {
+			old = append(old, append([]byte(nil), k...))
+		}
+		return len(old) < 10000
+	})
+	for _, k := range old {
+		_ = q.db.Delete(k, pebble.NoSync)
+	}
+}
+
+// openStored returns the stored bytes of id, without Message.Header.
+func (q *Queue) openStored(id string) (io.ReadCloser, error) {
+	_, rc, err := q.openBody(id)
+	return rc, err
+}
+
+// ids lists queue ids after after, in order.
+func (q *Queue) ids(after string, limit int) ([]string, error) {
+	if err := q.enter(); err != nil {
+		return nil, err
+	}
+	defer q.leave()
+	lower := []byte(pMsg)
+	if after != "" {
+		lower = append(msgKey(after), 0)
+	}
+	var out []string
+	err := q.scan(lower, []byte("m0"), func(k, _ []byte) bool {
+		out = append(out, string(k[len(pMsg):]))
+		return len(out) < limit
+	})
+	return out, err
 }

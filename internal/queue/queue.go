@@ -1,13 +1,14 @@
 package queue
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/base32"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"os"
@@ -16,25 +17,34 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
 )
 
 var (
 	// ErrLocked is returned by Open when another process owns the directory.
 	ErrLocked = errors.New("queue directory is in use by another process")
-	// ErrNoSpace wraps write failures caused by a full disk or quota.
+	// ErrNoSpace is returned when a write would eat into the free-space
+	// reserve of its class, or the disk is full.
 	ErrNoSpace = errors.New("queue: no space left on device")
 	// ErrClosed is returned once Close has been called.
 	ErrClosed = errors.New("queue: closed")
 	// ErrNotFound is returned for an unknown message id.
 	ErrNotFound = errors.New("queue: no such message")
+	// ErrOldFormat is returned by Open for a directory written by the
+	// segment-log spool of earlier relays.
+	ErrOldFormat = errors.New("queue: directory holds an old-format (segment-log) spool")
+	// ErrCorrupt marks data that failed its checksum or does not decode.
+	ErrCorrupt = errors.New("queue: corrupt data")
 )
 
 // Message is a queued message's metadata: its envelope and delivery state.
-// It is what the MESSAGE and UPDATE records hold.
+// It is stored as JSON under m/<id>.
 type Message struct {
 	ID         string      `json:"id"`
 	From       string      `json:"from"` // envelope sender; "" is the null sender
@@ -43,8 +53,8 @@ type Message struct {
 	// Size is the length of the message as delivered: Header plus the
 	// stored bytes.
 	Size int64 `json:"size"`
-	// Origin says who submitted the message: "user:<name>" or
-	// "network:<name>".
+	// Origin says who submitted the message: "user:<name>",
+	// "network:<name>", "dsn:<id>".
 	Origin string `json:"origin,omitempty"`
 	// Header holds header fields computed after the data arrived (the
 	// DKIM-Signature fields) that are delivered before the stored bytes.
@@ -59,8 +69,15 @@ type Message struct {
 	EightBit bool `json:"8bit,omitempty"`
 	SMTPUTF8 bool `json:"smtputf8,omitempty"`
 
-	Attempts    int       `json:"attempts,omitempty"`
+	Attempts int `json:"attempts,omitempty"`
+	// NextAttempt is when the message is due; zero: now. It is the key of
+	// the due index, so changing it moves the message in the schedule.
 	NextAttempt time.Time `json:"next,omitempty"`
+	// LeaseUntil is set while an attempt is in progress: the attempt's
+	// lease, written before the attempt starts together with a
+	// NextAttempt as if it will fail, so a crash mid-attempt neither
+	// loses the message nor makes it due at once.
+	LeaseUntil time.Time `json:"lease,omitempty"`
 	// DelayWarned records that the one "delayed" DSN was queued, so a
 	// restart never sends a second.
 	DelayWarned bool `json:"warned,omitempty"`
@@ -118,133 +135,240 @@ func (m Message) clone() Message {
 	return m
 }
 
+// Domains returns the lower-cased domains of the pending recipients, each
+// once, in order of first appearance.
+func (m *Message) Domains() []string {
+	var out []string
+	for _, r := range m.Recipients {
+		if r.State != "" {
+			continue
+		}
+		d := domainOf(r.Address)
+		if !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func domainOf(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	return strings.ToLower(strings.TrimSuffix(addr[at+1:], "."))
+}
+
 // Options tune a Queue. Zero values mean the defaults.
 type Options struct {
-	// SegmentSize is the size after which a new segment is started.
-	// Default 64 MiB.
-	SegmentSize int64
-	// InlineLimit is the largest message kept in memory and written into
-	// the segment itself; larger ones stream to their own body file.
-	// Default 128 KiB.
+	// InlineLimit is the largest message body kept in memory and stored in
+	// the database itself; larger ones stream to their own body file.
+	// Default 64 KiB.
 	InlineLimit int
-	// MaxBatch bounds how many commits share one write and fsync.
-	// Default 256.
-	MaxBatch int
-	// Logger receives recovery and failure reports. Default slog.Default().
+	// Reserve is the free space (bytes) intake leaves on the filesystem:
+	// a new message is refused with ErrNoSpace when the space left after
+	// it would be less. Writes for mail already accepted have smaller
+	// reserves (see the package doc), so they keep working after intake
+	// stopped. 0: no reserve (tests).
+	Reserve int64
+	// CacheSize is Pebble's block cache; default 16 MiB.
+	CacheSize int64
+	// Logger receives recovery, corruption and failure reports. Default
+	// slog.Default().
 	Logger *slog.Logger
-	// OnCommit, if set, is called after each durable batch with the time the
-	// write and fsyncs took and the number of records in the batch.
+	// OnCommit, if set, is called after each durable commit with the time
+	// it took and the number of records it carried.
 	OnCommit func(d time.Duration, records int)
+	// Now is the clock (quarantine times, Import keys); default time.Now.
+	Now func() time.Time
+	// Statfs, if set, replaces the filesystem's free-space figure in the
+	// reserve checks (tests).
+	Statfs func() (free uint64, err error)
 }
 
 // RecoveryStats describes what Open found.
 type RecoveryStats struct {
-	Segments       int
-	Messages       int   // live messages recovered
-	TornBytes      int64 // bytes of incomplete records cut off
-	OrphanBodies   int   // body files without a committed message, deleted
-	MissingBodies  int   // committed spilled messages whose body file was gone
-	TornSegments   int   // segments that had a torn tail
-	RemovedHeaders int   // segments without a complete header, removed
+	Messages     int // messages in the queue
+	OrphanBodies int // body files without a committed message, deleted
 }
 
-type entry struct {
-	msg     Message
-	seg     uint64
-	off     int64 // of the inline body within the segment file
-	n       int64 // inline body length
-	spilled bool
+// Quarantined is a message whose stored state could not be read, set
+// aside under q/<id> so the rest of the queue keeps working.
+type Quarantined struct {
+	ID     string    `json:"id"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+	// From and Recipients are filled in when the metadata was readable
+	// (the body was not).
+	From       string      `json:"from,omitempty"`
+	Recipients []Recipient `json:"rcpts,omitempty"`
 }
 
 // Queue is an open queue directory. Its methods are safe for concurrent use.
 type Queue struct {
-	dir, segDir, bodyDir string
-	opts                 Options
-	log                  *slog.Logger
-	lock                 *os.File
+	dir, dbDir, bodyDir string
+	opts                Options
+	log                 *slog.Logger
+	lock                *os.File
+	db                  *pebble.DB
+	cache               interface{ Unref() }
 
-	reqs     chan *request
-	added    chan struct{} // signalled (coalesced) when a message is committed
-	loopDone chan struct{}
-	inflight sync.WaitGroup
+	added chan struct{} // signalled (coalesced) when a message is committed
 
-	importMu sync.Mutex // serialises Import's check and commit
-
-	mu       sync.Mutex
+	closeMu  sync.RWMutex // held shared by every operation, exclusively by Close
 	closed   bool
-	failed   error
-	index    map[string]*entry
-	live     map[uint64]int // live MESSAGE records per segment
-	total    map[uint64]int // MESSAGE records ever written per segment
-	segs     []uint64       // existing segments, oldest first
-	recovery RecoveryStats
+	locks    [256]sync.Mutex // per-message read-modify-write, by hash of the id
+	importMu sync.Mutex      // serialises Import's check and commit
 
-	// Owned by the commit loop.
-	active     *os.File
-	activeSeq  uint64
-	activeSize int64
-	wbuf       []byte
+	spaceMu sync.Mutex
+	pending int64 // bytes of commits in progress, not yet seen by statfs
+
+	recovery    RecoveryStats
+	quarantined atomic.Int64
+	corruptions atomic.Int64
+	scrubbed    chan struct{}
 }
 
-// request is one record waiting for the commit loop.
-type request struct {
-	rec     []byte
-	spilled bool // a body file was created: fsync bodies/ first
-	// apply updates the index once the record is durable; it runs with
-	// q.mu held. off is the record's offset in segment seg.
-	apply func(seg uint64, off int64)
-	done  chan error
-}
+// Write classes, by how much free space each leaves. Intake refuses
+// first, so the writes that finish mail already accepted have room.
+type class int
 
-// Open locks dir (creating it if needed), recovers its contents and starts
-// the commit loop.
+const (
+	classIntake class = iota // new mail: Reserve
+	classReport              // DSNs: Reserve/2
+	classState               // state of accepted mail: Reserve/4
+	classFree                // removals, which give space back: Reserve/8
+)
+
+func (c class) reserve(r int64) int64 { return r >> uint(c) }
+
+const formatKey = "meta/format"
+const formatValue = "mailroom-spool 2"
+
+// Key prefixes; see the package doc.
+const (
+	pMsg     = "m/"
+	pBody    = "b/"
+	pDue     = "d/"
+	pHeld    = "h/"
+	pDest    = "t/"
+	pSupp    = "s/"
+	pIdem    = "i/"
+	pQuar    = "q/"
+	kMsgs    = "c/messages"
+	kHeld    = "c/held"
+	idLength = 16
+)
+
+// Open locks dir (creating it if needed), opens its store and removes
+// body files no committed message refers to.
 func Open(dir string, opts Options) (*Queue, error) {
-	if opts.SegmentSize <= 0 {
-		opts.SegmentSize = 64 << 20
-	}
 	if opts.InlineLimit <= 0 {
-		opts.InlineLimit = 128 << 10
+		opts.InlineLimit = 64 << 10
 	}
-	if opts.MaxBatch <= 0 {
-		opts.MaxBatch = 256
+	if opts.CacheSize <= 0 {
+		opts.CacheSize = 16 << 20
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	q := &Queue{
-		dir:     dir,
-		segDir:  filepath.Join(dir, "segments"),
-		bodyDir: filepath.Join(dir, "bodies"),
-		opts:    opts,
-		log:     opts.Logger,
-		index:   make(map[string]*entry),
-		live:    make(map[uint64]int),
-		total:   make(map[uint64]int),
-		added:   make(chan struct{}, 1),
+		dir:      dir,
+		dbDir:    filepath.Join(dir, "db"),
+		bodyDir:  filepath.Join(dir, "bodies"),
+		opts:     opts,
+		log:      opts.Logger,
+		added:    make(chan struct{}, 1),
+		scrubbed: make(chan struct{}),
 	}
-	for _, d := range []string{dir, q.segDir, q.bodyDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("queue: %w", err)
-		}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
 	}
-	// The directories' own entries must be durable before anything in them
-	// is acknowledged (a freshly created spool on first start).
-	for _, d := range []string{filepath.Dir(filepath.Clean(dir)), dir} {
-		if err := syncDir(d); err != nil {
-			return nil, fmt.Errorf("queue: %w", err)
-		}
+	if err := checkNotOldFormat(dir); err != nil {
+		return nil, err
 	}
 	if err := q.takeLock(); err != nil {
 		return nil, err
 	}
-	if err := q.recover(); err != nil {
+	fail := func(err error) (*Queue, error) {
+		if q.db != nil {
+			q.db.Close()
+		}
+		if q.cache != nil {
+			q.cache.Unref()
+		}
 		q.lock.Close()
 		return nil, err
 	}
-	q.reqs = make(chan *request, opts.MaxBatch)
-	q.loopDone = make(chan struct{})
-	go q.commitLoop()
+	if err := os.MkdirAll(q.bodyDir, 0o700); err != nil {
+		return fail(fmt.Errorf("queue: %w", err))
+	}
+	// The directories' own entries must be durable before anything in them
+	// is acknowledged (a freshly created spool on first start).
+	for _, d := range []string{filepath.Dir(filepath.Clean(dir)), dir, q.bodyDir} {
+		if err := syncDir(d); err != nil {
+			return fail(fmt.Errorf("queue: %w", err))
+		}
+	}
+	cache := pebble.NewCache(opts.CacheSize)
+	q.cache = cache
+	db, err := pebble.Open(q.dbDir, &pebble.Options{
+		Cache:        cache,
+		MemTableSize: 8 << 20,
+		Merger:       counterMerger,
+		Logger:       pebbleLogger{q.log},
+		// Newest format: this store has no older readers to stay
+		// compatible with.
+		FormatMajorVersion: pebble.FormatNewest,
+	})
+	if err != nil {
+		if pebble.IsCorruptionError(err) {
+			err = fmt.Errorf("%w: %s cannot be opened: %v (see docs/queue-recovery.md)", ErrCorrupt, q.dbDir, err)
+		} else {
+			err = fmt.Errorf("queue: open %s: %w", q.dbDir, err)
+		}
+		return fail(err)
+	}
+	q.db = db
+	if err := q.checkFormat(); err != nil {
+		return fail(err)
+	}
+	if err := q.removeOrphanBodies(); err != nil {
+		return fail(err)
+	}
+	q.recovery.Messages = q.Len()
+	q.log.Info("queue: opened", "dir", q.dir, "messages", q.recovery.Messages, "orphan_bodies", q.recovery.OrphanBodies)
+	go q.scrub()
 	return q, nil
+}
+
+// checkNotOldFormat refuses a directory of the segment-log spool: reading
+// it as empty would silently drop its mail.
+func checkNotOldFormat(dir string) error {
+	segs, _ := filepath.Glob(filepath.Join(dir, "segments", "*.seg"))
+	if len(segs) > 0 {
+		return fmt.Errorf("%w: %s has %d segment files; this relay keeps its spool in Pebble (format 2) and cannot read them. "+
+			"Deliver that queue with the relay version that wrote it, or move the directory away (see docs/queue-recovery.md)",
+			ErrOldFormat, filepath.Join(dir, "segments"), len(segs))
+	}
+	return nil
+}
+
+// checkFormat writes the format marker into a new store and refuses a
+// store with another one.
+func (q *Queue) checkFormat() error {
+	v, closer, err := q.db.Get([]byte(formatKey))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		return q.db.Set([]byte(formatKey), []byte(formatValue), pebble.Sync)
+	case err != nil:
+		return fmt.Errorf("%w: reading the format marker: %v (see docs/queue-recovery.md)", ErrCorrupt, err)
+	}
+	defer closer.Close()
+	if string(v) != formatValue {
+		return fmt.Errorf("queue: %s has format %q, this relay reads %q", q.dbDir, v, formatValue)
+	}
+	return nil
 }
 
 func (q *Queue) takeLock() error {
@@ -274,230 +398,25 @@ func (q *Queue) takeLock() error {
 	return nil
 }
 
-// recover rebuilds the index from the segments, cuts off torn tails and
-// deletes unreferenced body files.
-func (q *Queue) recover() error {
-	names, err := os.ReadDir(q.segDir)
+// removeOrphanBodies deletes body files of messages that were never
+// committed (a crash during intake) or whose removal was interrupted. It
+// runs before any writer exists.
+func (q *Queue) removeOrphanBodies() error {
+	des, err := os.ReadDir(q.bodyDir)
 	if err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
-	for _, de := range names {
-		name := de.Name()
-		if !strings.HasSuffix(name, ".seg") {
-			continue
+	for _, de := range des {
+		id := de.Name()
+		if _, err := q.getDisk(id); err == nil || !errors.Is(err, ErrNotFound) || q.isQuarantined(id) {
+			continue // referenced, or unreadable: kept for the quarantine
 		}
-		seq, err := strconv.ParseUint(strings.TrimSuffix(name, ".seg"), 16, 64)
-		if err != nil {
-			return fmt.Errorf("queue: unexpected file %s in %s", name, q.segDir)
-		}
-		q.segs = append(q.segs, seq)
-	}
-	slices.Sort(q.segs)
-
-	kept := q.segs[:0]
-	for _, seq := range q.segs {
-		ok, err := q.recoverSegment(seq)
-		if err != nil {
-			return err
-		}
-		if ok {
-			kept = append(kept, seq)
-		}
-	}
-	q.segs = kept
-	q.recovery.Segments = len(q.segs)
-
-	bodies, err := os.ReadDir(q.bodyDir)
-	if err != nil {
-		return fmt.Errorf("queue: %w", err)
-	}
-	for _, de := range bodies {
-		if e, ok := q.index[de.Name()]; ok && e.spilled {
-			continue
-		}
-		if err := os.Remove(filepath.Join(q.bodyDir, de.Name())); err != nil {
+		if err := os.Remove(filepath.Join(q.bodyDir, id)); err != nil {
 			return fmt.Errorf("queue: remove orphan body: %w", err)
 		}
 		q.recovery.OrphanBodies++
 	}
-	for id, e := range q.index {
-		if !e.spilled {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join(q.bodyDir, id)); err != nil {
-			// Cannot happen unless someone deleted files by hand; say so
-			// loudly rather than keep a message that can never be sent.
-			q.log.Error("queue: body file of a committed message is missing; message dropped", "queue_id", id, "err", err)
-			q.forget(id)
-			q.recovery.MissingBodies++
-		}
-	}
-	q.recovery.Messages = len(q.index)
-
-	if len(q.segs) > 0 {
-		last := q.segs[len(q.segs)-1]
-		f, err := os.OpenFile(q.segPath(last), os.O_RDWR, 0)
-		if err != nil {
-			return fmt.Errorf("queue: %w", err)
-		}
-		st, err := f.Stat()
-		if err != nil {
-			f.Close()
-			return fmt.Errorf("queue: %w", err)
-		}
-		q.active, q.activeSeq, q.activeSize = f, last, st.Size()
-		q.live[last] += 0
-	} else if err := q.newSegment(1); err != nil {
-		return err
-	}
-	if q.recovery.TornBytes > 0 || q.recovery.OrphanBodies > 0 {
-		q.log.Warn("queue: discarded incomplete writes during recovery",
-			"torn_bytes", q.recovery.TornBytes, "torn_segments", q.recovery.TornSegments,
-			"orphan_bodies", q.recovery.OrphanBodies)
-	}
-	q.log.Info("queue: opened", "dir", q.dir, "messages", len(q.index), "segments", len(q.segs))
 	return nil
-}
-
-// recoverSegment applies one segment's records. It returns false if the
-// segment had no complete header (a crash while creating it) and was
-// removed.
-func (q *Queue) recoverSegment(seq uint64) (bool, error) {
-	path := q.segPath(seq)
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return false, fmt.Errorf("queue: %w", err)
-	}
-	defer f.Close()
-	var h [segHeaderLen]byte
-	if n, err := io.ReadFull(f, h[:]); err != nil {
-		if n < segHeaderLen && (err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF)) && bytes.HasPrefix([]byte(segMagic), h[:min(n, len(segMagic))]) {
-			f.Close()
-			if err := os.Remove(path); err != nil {
-				return false, fmt.Errorf("queue: %w", err)
-			}
-			q.recovery.RemovedHeaders++
-			return false, nil
-		}
-		return false, fmt.Errorf("queue: segment %s: %v", path, err)
-	}
-	if string(h[:8]) != segMagic {
-		return false, fmt.Errorf("queue: %s is not a mailroom queue segment (bad magic)", path)
-	}
-
-	rr := &recordReader{r: bufio.NewReaderSize(f, 256<<10), off: segHeaderLen}
-	for {
-		rec, err := rr.next()
-		if err == io.EOF {
-			return true, nil
-		}
-		if err == errTorn {
-			st, serr := f.Stat()
-			if serr != nil {
-				return false, fmt.Errorf("queue: %w", serr)
-			}
-			if err := f.Truncate(rr.off); err != nil {
-				return false, fmt.Errorf("queue: cut torn tail of %s: %w", path, err)
-			}
-			if err := f.Sync(); err != nil {
-				return false, fmt.Errorf("queue: %w", err)
-			}
-			q.recovery.TornBytes += st.Size() - rr.off
-			q.recovery.TornSegments++
-			return true, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("queue: read %s: %w", path, err)
-		}
-		if err := q.replay(seq, rec); err != nil {
-			return false, fmt.Errorf("queue: %s at offset %d: %w", path, rec.off, err)
-		}
-	}
-}
-
-func (q *Queue) replay(seq uint64, rec record) error {
-	switch rec.typ {
-	case recMessage:
-		dm, bodyOff, bodyLen, err := decodeMessage(rec.payload)
-		if err != nil {
-			return err
-		}
-		q.forget(dm.ID)
-		e := &entry{msg: dm.Message, seg: seq, spilled: dm.Spilled}
-		if !dm.Spilled {
-			e.off = rec.off + recHeaderLen + bodyOff
-			e.n = bodyLen
-		}
-		q.index[dm.ID] = e
-		q.live[seq]++
-		q.total[seq]++
-	case recUpdate:
-		var m Message
-		if err := json.Unmarshal(rec.payload, &m); err != nil {
-			return fmt.Errorf("update record: %w", err)
-		}
-		if e, ok := q.index[m.ID]; ok {
-			e.msg = m
-		}
-	case recDone:
-		q.forget(string(rec.payload))
-	}
-	return nil
-}
-
-// forget drops id from the index; q.mu is held or the queue is not yet
-// shared.
-func (q *Queue) forget(id string) *entry {
-	e, ok := q.index[id]
-	if !ok {
-		return nil
-	}
-	delete(q.index, id)
-	q.live[e.seg]--
-	return e
-}
-
-func (q *Queue) segPath(seq uint64) string {
-	return filepath.Join(q.segDir, fmt.Sprintf("%016x.seg", seq))
-}
-
-// newSegment creates segment seq, makes its existence durable and makes it
-// the active one.
-func (q *Queue) newSegment(seq uint64) error {
-	path := q.segPath(seq)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("queue: %w", err)
-	}
-	var h [segHeaderLen]byte
-	copy(h[:], segMagic)
-	putUint64(h[8:], seq)
-	if _, err := f.Write(h[:]); err == nil {
-		err = f.Sync()
-	}
-	if err == nil {
-		err = syncDir(q.segDir)
-	}
-	if err != nil {
-		f.Close()
-		os.Remove(path)
-		return classify(fmt.Errorf("queue: create segment: %w", err))
-	}
-	if q.active != nil {
-		q.active.Close()
-	}
-	q.active, q.activeSeq, q.activeSize = f, seq, segHeaderLen
-	q.mu.Lock()
-	q.segs = append(q.segs, seq)
-	q.live[seq] += 0
-	q.mu.Unlock()
-	return nil
-}
-
-func putUint64(b []byte, v uint64) {
-	for i := 0; i < 8; i++ {
-		b[i] = byte(v >> (8 * i))
-	}
 }
 
 func syncDir(dir string) error {
@@ -520,289 +439,471 @@ func classify(err error) error {
 	return err
 }
 
-// commitLoop is the group commit: it takes every request that is waiting,
-// writes them with one write and one fsync, and answers them all.
-func (q *Queue) commitLoop() {
-	defer close(q.loopDone)
-	batch := make([]*request, 0, q.opts.MaxBatch)
-	for {
-		r, ok := <-q.reqs
-		if !ok {
-			return
-		}
-		batch = append(batch[:0], r)
-	drain:
-		for len(batch) < q.opts.MaxBatch {
-			select {
-			case r, ok := <-q.reqs:
-				if !ok {
-					break drain
-				}
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
-		q.commitBatch(batch)
-		q.compact()
-	}
-}
-
-func (q *Queue) commitBatch(batch []*request) {
-	start := time.Now()
-	base := q.activeSize
-	buf := q.wbuf[:0]
-	offs := make([]int64, len(batch))
-	dirSync := false
-	for i, r := range batch {
-		offs[i] = base + int64(len(buf))
-		buf = append(buf, r.rec...)
-		dirSync = dirSync || r.spilled
-	}
-	if cap(buf) <= 4<<20 {
-		q.wbuf = buf
-	} else {
-		q.wbuf = nil
-	}
-
-	var err error
-	if dirSync {
-		// Body files were fsynced by their writers; their directory entries
-		// must be durable before a record refers to them.
-		err = syncDir(q.bodyDir)
-	}
-	if err == nil {
-		_, err = q.active.WriteAt(buf, base)
-	}
-	if err == nil {
-		err = unix.Fdatasync(int(q.active.Fd()))
-	}
-	if err != nil {
-		err = classify(fmt.Errorf("queue: write: %w", err))
-		// Whatever part of the batch reached the file must go before the
-		// next batch is appended, or recovery would stop at this torn
-		// record and never see the good ones after it.
-		if terr := q.active.Truncate(base); terr != nil {
-			q.setFailed(fmt.Errorf("queue: cannot undo a failed write (%v): %w", err, terr))
-		} else if serr := unix.Fsync(int(q.active.Fd())); serr != nil {
-			q.setFailed(fmt.Errorf("queue: cannot undo a failed write (%v): %w", err, serr))
-		}
-		q.log.Error("queue: commit failed", "records", len(batch), "err", err)
-		for _, r := range batch {
-			r.done <- err
-		}
-		return
-	}
-	q.activeSize = base + int64(len(buf))
-	if q.opts.OnCommit != nil {
-		q.opts.OnCommit(time.Since(start), len(batch))
-	}
-
-	q.mu.Lock()
-	for i, r := range batch {
-		if r.apply != nil {
-			r.apply(q.activeSeq, offs[i])
-		}
-	}
-	q.mu.Unlock()
-	for _, r := range batch {
-		r.done <- nil
-	}
-
-	if q.activeSize >= q.opts.SegmentSize {
-		if err := q.newSegment(q.activeSeq + 1); err != nil {
-			// The current segment stays active and grows; try again after
-			// the next batch.
-			q.log.Error("queue: cannot start a new segment", "err", err)
-		}
-	}
-	q.collect()
-}
-
-// collect deletes the oldest segments while they hold no live message.
-func (q *Queue) collect() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for len(q.segs) > 1 && q.segs[0] != q.activeSeq && q.live[q.segs[0]] <= 0 {
-		seq := q.segs[0]
-		if err := os.Remove(q.segPath(seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			q.log.Error("queue: remove segment", "segment", seq, "err", err)
-			return
-		}
-		// Deletions must become durable in order; see the package doc.
-		if err := syncDir(q.segDir); err != nil {
-			q.log.Error("queue: sync segment directory", "err", err)
-			return
-		}
-		q.segs = q.segs[1:]
-		delete(q.live, seq)
-		delete(q.total, seq)
-	}
-}
-
-// compactBytes bounds the inline bodies copied by one compaction step.
-const compactBytes = 8 << 20
-
-// compact rewrites the live messages of the oldest segment into the active
-// one once at least three quarters of that segment's messages are finished,
-// so a few messages retrying for days do not keep every later segment on
-// disk. A rewrite is a new MESSAGE record with the same id and current
-// state (see the package doc); once it is durable the old segment holds
-// nothing live and collect deletes it. It runs in the commit loop, the only
-// place the index changes, so the entries cannot change underneath it.
-func (q *Queue) compact() {
-	q.mu.Lock()
-	if len(q.segs) < 2 || q.segs[0] == q.activeSeq {
-		q.mu.Unlock()
-		return
-	}
-	oldest := q.segs[0]
-	if live := q.live[oldest]; live == 0 || live*4 > q.total[oldest] {
-		q.mu.Unlock()
-		return
-	}
-	var moving []entry
-	var bytes int64
-	for _, e := range q.index {
-		if e.seg == oldest && bytes < compactBytes {
-			moving = append(moving, entry{msg: e.msg.clone(), seg: e.seg, off: e.off, n: e.n, spilled: e.spilled})
-			bytes += e.n
-		}
-	}
-	q.mu.Unlock()
-
-	f, err := os.Open(q.segPath(oldest))
-	if err != nil {
-		q.log.Error("queue: compaction: open segment", "err", err)
-		return
-	}
-	defer f.Close()
-	reqs := make([]*request, 0, len(moving))
-	for _, e := range moving {
-		var body []byte
-		if !e.spilled {
-			body = make([]byte, e.n)
-			if _, err := f.ReadAt(body, e.off); err != nil {
-				q.log.Error("queue: compaction: read", "queue_id", e.msg.ID, "err", err)
-				return
-			}
-		}
-		rec, bodyOff, err := encodeMessage(diskMessage{Message: e.msg, Spilled: e.spilled}, body)
-		if err != nil {
-			q.log.Error("queue: compaction: encode", "queue_id", e.msg.ID, "err", err)
-			return
-		}
-		id, spilled := e.msg.ID, e.spilled
-		reqs = append(reqs, &request{rec: rec, done: make(chan error, 1), apply: func(seg uint64, off int64) {
-			cur, ok := q.index[id]
-			if !ok {
-				return
-			}
-			q.live[cur.seg]--
-			cur.seg = seg
-			if !spilled {
-				cur.off = off + bodyOff
-			}
-			q.live[seg]++
-			q.total[seg]++
-		}})
-	}
-	q.commitBatch(reqs)
-	if err := <-reqs[0].done; err != nil {
-		q.log.Error("queue: compaction: write", "err", err)
-		return
-	}
-	q.log.Info("queue: compacted segment", "segment", oldest, "moved", len(reqs))
-}
-
-func (q *Queue) setFailed(err error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.failed == nil {
-		q.failed = err
-		q.log.Error("queue: failed; refusing further writes", "err", err)
-	}
-}
-
-// submit hands r to the commit loop and waits until it is durable.
-func (q *Queue) submit(r *request) error {
-	q.mu.Lock()
+// enter guards an operation against a concurrent Close.
+func (q *Queue) enter() error {
+	q.closeMu.RLock()
 	if q.closed {
-		q.mu.Unlock()
+		q.closeMu.RUnlock()
 		return ErrClosed
 	}
-	if q.failed != nil {
-		err := q.failed
-		q.mu.Unlock()
-		return err
-	}
-	q.inflight.Add(1)
-	q.mu.Unlock()
-	defer q.inflight.Done()
-	r.done = make(chan error, 1)
-	q.reqs <- r
-	return <-r.done
+	return nil
 }
 
-// Close waits for commits in progress, then releases the directory.
+func (q *Queue) leave() { q.closeMu.RUnlock() }
+
+// Close waits for operations in progress, then closes the store and
+// releases the directory.
 func (q *Queue) Close() error {
-	q.mu.Lock()
+	q.closeMu.Lock()
 	if q.closed {
-		q.mu.Unlock()
+		q.closeMu.Unlock()
 		return ErrClosed
 	}
 	q.closed = true
-	q.mu.Unlock()
-	q.inflight.Wait()
-	close(q.reqs)
-	<-q.loopDone
-	err := q.active.Sync()
-	if cerr := q.active.Close(); err == nil {
+	q.closeMu.Unlock()
+	<-q.scrubbed
+	// Flushing moves the write-ahead log into checksummed tables, so a
+	// clean restart replays nothing.
+	err := q.db.Flush()
+	if cerr := q.db.Close(); err == nil {
 		err = cerr
 	}
+	q.cache.Unref()
 	if cerr := q.lock.Close(); err == nil {
 		err = cerr
 	}
 	return err
 }
 
-// Err reports a failure that stops the queue from accepting writes (an
-// fsync or truncate error it could not undo), or nil.
+// Err reports ErrClosed after Close, or nil. (A store that can no longer
+// write makes Pebble end the process; there is no failed state to report.)
 func (q *Queue) Err() error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
+	q.closeMu.RLock()
+	defer q.closeMu.RUnlock()
 	if q.closed {
 		return ErrClosed
 	}
-	return q.failed
+	return nil
 }
 
 // Recovery returns what Open found and repaired.
-func (q *Queue) Recovery() RecoveryStats {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.recovery
-}
+func (q *Queue) Recovery() RecoveryStats { return q.recovery }
 
 // Dir returns the queue directory.
 func (q *Queue) Dir() string { return q.dir }
 
 // Len returns the number of messages in the queue.
-func (q *Queue) Len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.index)
+func (q *Queue) Len() int { return int(q.counter(kMsgs)) }
+
+// HeldLen returns the number of held messages.
+func (q *Queue) HeldLen() int { return int(q.counter(kHeld)) }
+
+func (q *Queue) counter(key string) int64 {
+	v, closer, err := q.db.Get([]byte(key))
+	if err != nil {
+		return 0
+	}
+	defer closer.Close()
+	return decodeCount(v)
 }
 
-// Messages returns a snapshot of every queued message's metadata, oldest
-// first.
-func (q *Queue) Messages() []Message {
-	q.mu.Lock()
-	out := make([]Message, 0, len(q.index))
-	for _, e := range q.index {
-		out = append(out, e.msg.clone())
+// Added is signalled after a new message has been committed. Signals are
+// coalesced: one receive may stand for many messages.
+func (q *Queue) Added() <-chan struct{} { return q.added }
+
+func (q *Queue) signalAdded() {
+	select {
+	case q.added <- struct{}{}:
+	default:
 	}
-	q.mu.Unlock()
+}
+
+// diskMessage is what m/<id> holds: the Message plus where its bytes are
+// and their checksum.
+type diskMessage struct {
+	Message
+	// File: the body is bodies/<id> rather than b/<id>.
+	File bool `json:"file,omitempty"`
+	// BodyLen and BodyCRC (CRC-32C) check the stored bytes when read.
+	BodyLen int64  `json:"bodyLen"`
+	BodyCRC uint32 `json:"bodyCRC"`
+}
+
+func msgKey(id string) []byte  { return []byte(pMsg + id) }
+func bodyKey(id string) []byte { return []byte(pBody + id) }
+func heldKey(id string) []byte { return []byte(pHeld + id) }
+
+func dueKey(t time.Time, id string) []byte {
+	k := make([]byte, 0, len(pDue)+8+1+len(id))
+	k = append(k, pDue...)
+	k = binary.BigEndian.AppendUint64(k, dueTime(t))
+	k = append(k, '/')
+	return append(k, id...)
+}
+
+// dueTime orders the due index; zero (due now) sorts first.
+func dueTime(t time.Time) uint64 {
+	if t.IsZero() || t.UnixNano() < 0 {
+		return 0
+	}
+	return uint64(t.UnixNano())
+}
+
+func parseDueKey(k []byte) (time.Time, string, bool) {
+	if len(k) != len(pDue)+8+1+idLength || k[len(pDue)+8] != '/' {
+		return time.Time{}, "", false
+	}
+	n := binary.BigEndian.Uint64(k[len(pDue):])
+	var t time.Time
+	if n > 0 {
+		t = time.Unix(0, int64(n)).UTC()
+	}
+	return t, string(k[len(pDue)+9:]), true
+}
+
+func destKey(domain, id string) []byte { return []byte(pDest + domain + "/" + id) }
+
+// getDisk reads m/<id>: ErrNotFound, an error wrapping ErrCorrupt, or the
+// record.
+func (q *Queue) getDisk(id string) (diskMessage, error) {
+	v, closer, err := q.db.Get(msgKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return diskMessage{}, ErrNotFound
+	}
+	if err != nil {
+		if pebble.IsCorruptionError(err) {
+			return diskMessage{}, fmt.Errorf("%w: m/%s: %v", ErrCorrupt, id, err)
+		}
+		return diskMessage{}, fmt.Errorf("queue: read %s: %w", id, err)
+	}
+	defer closer.Close()
+	var dm diskMessage
+	if err := json.Unmarshal(v, &dm); err != nil || dm.ID != id {
+		if err == nil {
+			err = fmt.Errorf("record names id %q", dm.ID)
+		}
+		return diskMessage{}, fmt.Errorf("%w: m/%s: %v", ErrCorrupt, id, err)
+	}
+	return dm, nil
+}
+
+// Get returns one message's metadata. A message whose record is corrupt
+// is quarantined and reported as not found.
+func (q *Queue) Get(id string) (Message, bool) {
+	if len(id) != idLength {
+		return Message{}, false
+	}
+	dm, err := q.getDisk(id)
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			q.Quarantine(id, err.Error())
+		}
+		return Message{}, false
+	}
+	return dm.Message, true
+}
+
+// indexKeys are the index entries a message has: due (or held) and one
+// per pending recipient domain.
+func indexKeys(m *Message) [][]byte {
+	var ks [][]byte
+	if m.Held {
+		ks = append(ks, heldKey(m.ID))
+	} else {
+		ks = append(ks, dueKey(m.NextAttempt, m.ID))
+	}
+	for _, d := range m.Domains() {
+		ks = append(ks, destKey(d, m.ID))
+	}
+	return ks
+}
+
+// putMessage adds m/<id> and m's index entries to b, deleting those of old
+// (nil for a new message) that m no longer has.
+func putMessage(b *pebble.Batch, dm diskMessage, old *diskMessage) error {
+	v, err := json.Marshal(dm)
+	if err != nil {
+		return err
+	}
+	if err := b.Set(msgKey(dm.ID), v, nil); err != nil {
+		return err
+	}
+	now := indexKeys(&dm.Message)
+	if old != nil {
+		for _, k := range indexKeys(&old.Message) {
+			if !slices.ContainsFunc(now, func(n []byte) bool { return bytes.Equal(n, k) }) {
+				if err := b.Delete(k, nil); err != nil {
+					return err
+				}
+			}
+		}
+		if old.Held != dm.Held {
+			d := int64(1)
+			if !dm.Held {
+				d = -1
+			}
+			if err := b.Merge([]byte(kHeld), encodeCount(d), nil); err != nil {
+				return err
+			}
+		}
+	} else {
+		if err := b.Merge([]byte(kMsgs), encodeCount(1), nil); err != nil {
+			return err
+		}
+		if dm.Held {
+			if err := b.Merge([]byte(kHeld), encodeCount(1), nil); err != nil {
+				return err
+			}
+		}
+	}
+	for _, k := range now {
+		if err := b.Set(k, nil, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteMessage adds the removal of dm and its index entries to b.
+func deleteMessage(b *pebble.Batch, dm *diskMessage) error {
+	for _, k := range append(indexKeys(&dm.Message), msgKey(dm.ID), bodyKey(dm.ID)) {
+		if err := b.Delete(k, nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Merge([]byte(kMsgs), encodeCount(-1), nil); err != nil {
+		return err
+	}
+	if dm.Held {
+		return b.Merge([]byte(kHeld), encodeCount(-1), nil)
+	}
+	return nil
+}
+
+func (q *Queue) lockID(id string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return &q.locks[h.Sum32()%uint32(len(q.locks))]
+}
+
+// commit makes b durable (Sync; concurrent commits share an fsync in
+// Pebble's commit pipeline) after checking that it leaves its class's
+// reserve free. extra is space the commit uses beyond the batch (a body
+// file already written counts as used by statfs, so it is 0 then).
+func (q *Queue) commit(b *pebble.Batch, c class, extra int64) error {
+	return q.commitOpts(b, c, extra, pebble.Sync)
+}
+
+func (q *Queue) commitOpts(b *pebble.Batch, c class, extra int64, wo *pebble.WriteOptions) error {
+	n := int64(len(b.Repr())) + extra
+	release, err := q.claim(c, n)
+	if err != nil {
+		return err
+	}
+	defer release()
+	start := time.Now()
+	if err := b.Commit(wo); err != nil {
+		return classify(fmt.Errorf("queue: commit: %w", err))
+	}
+	if q.opts.OnCommit != nil {
+		q.opts.OnCommit(time.Since(start), 1)
+	}
+	return nil
+}
+
+// claim reserves n bytes for a write of class c, or returns ErrNoSpace
+// when the filesystem's free space minus the writes in progress would
+// drop below the class's reserve. Counting writes in progress is what
+// keeps concurrent writers from overrunning the reserve together.
+func (q *Queue) claim(c class, n int64) (func(), error) {
+	r := c.reserve(q.opts.Reserve)
+	if r <= 0 {
+		return func() {}, nil
+	}
+	q.spaceMu.Lock()
+	defer q.spaceMu.Unlock()
+	free, err := q.free()
+	if err != nil {
+		return nil, fmt.Errorf("queue: statfs: %w", err)
+	}
+	if int64(free)-q.pending-n < r {
+		return nil, fmt.Errorf("%w: %d bytes free, %d more needed above the reserve of %d bytes", ErrNoSpace, free, n, r)
+	}
+	q.pending += n
+	return func() {
+		q.spaceMu.Lock()
+		q.pending -= n
+		q.spaceMu.Unlock()
+	}, nil
+}
+
+func (q *Queue) free() (uint64, error) {
+	if q.opts.Statfs != nil {
+		return q.opts.Statfs()
+	}
+	free, _, err := q.FreeBytes()
+	return free, err
+}
+
+// SetReserve changes the intake reserve (queue.minFreeSpace, reloadable).
+func (q *Queue) SetReserve(n int64) {
+	q.spaceMu.Lock()
+	q.opts.Reserve = n
+	q.spaceMu.Unlock()
+}
+
+// Update durably replaces a message's metadata (recipient states, attempts,
+// next attempt, hold) and moves its index entries. The id and the stored
+// bytes cannot change.
+func (q *Queue) Update(m Message) error {
+	_, err := q.modify(m.ID, classState, pebble.Sync, func(old diskMessage, b *pebble.Batch) (bool, error) {
+		dm := old
+		dm.Message = m.clone()
+		// Fields fixed at submission stay as they were.
+		dm.Header, dm.Size = old.Header, old.Size
+		return true, putMessage(b, dm, &old)
+	})
+	return err
+}
+
+// Postpone moves message id, due at was, to be due at at, unless it has
+// been changed meanwhile. The write is not synced: losing it in a crash
+// only makes the message due earlier, which is safe.
+func (q *Queue) Postpone(id string, was, at time.Time) error {
+	_, err := q.modify(id, classState, pebble.NoSync, func(old diskMessage, b *pebble.Batch) (bool, error) {
+		if old.Held || !old.NextAttempt.Equal(was) {
+			return false, nil
+		}
+		dm := old
+		dm.Message = old.Message.clone()
+		dm.NextAttempt = at
+		return true, putMessage(b, dm, &old)
+	})
+	return err
+}
+
+// Remove durably forgets a finished message and frees its storage.
+func (q *Queue) Remove(id string) error {
+	dm, err := q.modify(id, classFree, pebble.Sync, func(old diskMessage, b *pebble.Batch) (bool, error) {
+		return true, deleteMessage(b, &old)
+	})
+	if err == nil && dm.File {
+		// After the batch that forgets it; not fsynced: a body file that
+		// reappears after a crash has no message and is deleted by Open.
+		_ = os.Remove(filepath.Join(q.bodyDir, id))
+	}
+	return err
+}
+
+// modify is a read-modify-write of message id under its lock: fn adds
+// the changes to the batch (or returns false for none), which is then
+// committed as class c.
+func (q *Queue) modify(id string, c class, wo *pebble.WriteOptions, fn func(old diskMessage, b *pebble.Batch) (bool, error)) (diskMessage, error) {
+	if err := q.enter(); err != nil {
+		return diskMessage{}, err
+	}
+	defer q.leave()
+	l := q.lockID(id)
+	l.Lock()
+	defer l.Unlock()
+	old, err := q.getDisk(id)
+	if err != nil {
+		return old, err
+	}
+	b := q.db.NewBatch()
+	defer b.Close()
+	if write, err := fn(old, b); err != nil || !write {
+		return old, err
+	}
+	return old, q.commitOpts(b, c, 0, wo)
+}
+
+// Open returns the message's bytes as they are to be delivered: Header
+// followed by the stored data. The stored data is checked against its
+// length and CRC as it is read; a mismatch is an error wrapping ErrCorrupt
+// at the end of the data (before a caller could complete a transaction
+// with it) and quarantines the message.
+func (q *Queue) Open(id string) (io.ReadCloser, error) {
+	dm, rc, err := q.openBody(id)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(strings.NewReader(dm.Header), rc), rc}, nil
+}
+
+// openBody returns the record and a checked reader of the stored bytes.
+func (q *Queue) openBody(id string) (diskMessage, io.ReadCloser, error) {
+	dm, err := q.getDisk(id)
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			q.Quarantine(id, err.Error())
+		}
+		return dm, nil, err
+	}
+	var r io.Reader
+	var c io.Closer
+	if dm.File {
+		f, err := os.Open(filepath.Join(q.bodyDir, id))
+		if err != nil {
+			err = fmt.Errorf("%w: body file of %s: %v", ErrCorrupt, id, err)
+			q.QuarantineMessage(&dm.Message, err.Error())
+			return dm, nil, err
+		}
+		r, c = f, f
+	} else {
+		v, closer, err := q.db.Get(bodyKey(id))
+		if err != nil {
+			err = fmt.Errorf("%w: b/%s: %v", ErrCorrupt, id, err)
+			q.QuarantineMessage(&dm.Message, err.Error())
+			return dm, nil, err
+		}
+		// The value is only valid until closer.Close; delivery reads it
+		// over seconds, so it is copied (at most InlineLimit bytes).
+		data := bytes.Clone(v)
+		closer.Close()
+		r, c = bytes.NewReader(data), io.NopCloser(nil)
+	}
+	cr := &checkedReader{r: r, want: dm.BodyLen, crc: dm.BodyCRC, onBad: func(why string) {
+		q.QuarantineMessage(&dm.Message, why)
+	}, id: id}
+	return dm, struct {
+		io.Reader
+		io.Closer
+	}{cr, c}, nil
+}
+
+// Walk calls fn for each message with an id greater than after, in id
+// order (which is arrival order to the second: ids start with their
+// arrival time), until fn returns false. Unreadable records are
+// quarantined and skipped.
+func (q *Queue) Walk(after string, fn func(m *Message) bool) error {
+	if err := q.enter(); err != nil {
+		return err
+	}
+	defer q.leave()
+	lower := []byte(pMsg)
+	if after != "" {
+		lower = append(msgKey(after), 0)
+	}
+	return q.scan(lower, []byte(pMsg[:1]+string(rune(pMsg[1]+1))), func(k, v []byte) bool {
+		id := string(k[len(pMsg):])
+		var dm diskMessage
+		if err := json.Unmarshal(v, &dm); err != nil || dm.ID != id {
+			go q.Quarantine(id, fmt.Sprintf("%v: m/%s does not decode", ErrCorrupt, id))
+			return true
+		}
+		return fn(&dm.Message)
+	})
+}
+
+// Messages returns every queued message's metadata, oldest first. It
+// reads the whole queue: for tests and small queues.
+func (q *Queue) Messages() []Message {
+	var out []Message
+	_ = q.Walk("", func(m *Message) bool { out = append(out, m.clone()); return true })
 	slices.SortFunc(out, func(a, b Message) int { return CompareAge(&a, &b) })
 	return out
 }
@@ -816,168 +917,153 @@ func CompareAge(a, b *Message) int {
 	return strings.Compare(a.ID, b.ID)
 }
 
-// Select returns copies of the messages for which match returns true, in
-// no particular order. match sees each message under the queue's lock and
-// must not keep or modify it; it is how the scheduler finds due messages
-// without copying the whole queue on every pass.
-func (q *Queue) Select(match func(m *Message) bool) []Message {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var out []Message
-	for _, e := range q.index {
-		if match(&e.msg) {
-			out = append(out, e.msg.clone())
+// Due is a message in the due index.
+type Due struct {
+	ID string
+	At time.Time // its NextAttempt; zero: due since it was queued
+}
+
+// DueBefore returns up to limit messages due at or before now, earliest
+// first, starting after the entry from (zero Due: from the start); and
+// when the first message after now falls due (zero: none). It reads only
+// the entries it returns, plus one: the cost does not depend on the size
+// of the queue.
+func (q *Queue) DueBefore(now time.Time, from Due, limit int) ([]Due, time.Time, error) {
+	if err := q.enter(); err != nil {
+		return nil, time.Time{}, err
+	}
+	defer q.leave()
+	lower := []byte(pDue)
+	if from.ID != "" {
+		lower = append(dueKey(from.At, from.ID), 0)
+	}
+	upper := []byte("d0") // '/'+1
+	end := dueTime(now)
+	var out []Due
+	var next time.Time
+	err := q.scan(lower, upper, func(k, _ []byte) bool {
+		t, id, ok := parseDueKey(k)
+		if !ok {
+			return true
 		}
-	}
-	return out
-}
-
-// Added is signalled after a new message has been committed. Signals are
-// coalesced: one receive may stand for many messages.
-func (q *Queue) Added() <-chan struct{} { return q.added }
-
-// Get returns one message's metadata.
-func (q *Queue) Get(id string) (Message, bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	e, ok := q.index[id]
-	if !ok {
-		return Message{}, false
-	}
-	return e.msg.clone(), true
-}
-
-// Open returns the message's bytes as they are to be delivered: Header
-// followed by the stored data.
-func (q *Queue) Open(id string) (io.ReadCloser, error) {
-	q.mu.Lock()
-	e, ok := q.index[id]
-	var cp entry
-	if ok {
-		cp = *e
-	}
-	q.mu.Unlock()
-	if !ok {
-		return nil, ErrNotFound
-	}
-	var f *os.File
-	var err error
-	var body io.Reader
-	if cp.spilled {
-		f, err = os.Open(filepath.Join(q.bodyDir, id))
-		body = f
-	} else {
-		// A segment is only deleted when it holds no live message, and an
-		// open file stays readable after deletion.
-		f, err = os.Open(q.segPath(cp.seg))
-		if err == nil {
-			body = io.NewSectionReader(f, cp.off, cp.n)
+		if dueTime(t) > end {
+			next = t
+			return false
 		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("queue: open %s: %w", id, err)
-	}
-	return &messageReader{Reader: io.MultiReader(strings.NewReader(cp.msg.Header), body), f: f}, nil
-}
-
-// openStored returns the stored bytes of id, without Message.Header.
-func (q *Queue) openStored(id string) (io.ReadCloser, error) {
-	m, ok := q.Get(id)
-	if !ok {
-		return nil, ErrNotFound
-	}
-	rc, err := q.Open(id)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := io.CopyN(io.Discard, rc, int64(len(m.Header))); err != nil {
-		rc.Close()
-		return nil, fmt.Errorf("queue: open %s: %w", id, err)
-	}
-	return rc, nil
-}
-
-// ids lists queue ids after after, in order.
-func (q *Queue) ids(after string, limit int) ([]string, error) {
-	q.mu.Lock()
-	var all []string
-	for id := range q.index {
-		if id > after {
-			all = append(all, id)
+		if len(out) == limit {
+			next = now // more are due right now
+			return false
 		}
-	}
-	q.mu.Unlock()
-	slices.Sort(all)
-	if len(all) > limit {
-		all = all[:limit]
-	}
-	return all, nil
+		out = append(out, Due{ID: id, At: t})
+		return true
+	})
+	return out, next, err
 }
 
-// handedOver returns the id of the message imported with key.
-func (q *Queue) handedOver(key string) (string, bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for id, e := range q.index {
-		if e.msg.Handover == key {
-			return id, true
+// DueCount counts the messages due at or before now, reading at most max
+// index entries (the count is then max).
+func (q *Queue) DueCount(now time.Time, max int) int {
+	n := 0
+	end := dueTime(now)
+	_ = q.scan([]byte(pDue), []byte("d0"), func(k, _ []byte) bool {
+		if t, _, ok := parseDueKey(k); ok && dueTime(t) > end {
+			return false
 		}
-	}
-	return "", false
+		n++
+		return n < max
+	})
+	return n
 }
 
-type messageReader struct {
-	io.Reader
-	f *os.File
+// ForDestination calls fn with the id of each message with a pending
+// recipient in domain (lower-case), in id order, until fn returns false.
+func (q *Queue) ForDestination(domain string, fn func(id string) bool) error {
+	if err := q.enter(); err != nil {
+		return err
+	}
+	defer q.leave()
+	p := pDest + strings.ToLower(domain) + "/"
+	return q.scan([]byte(p), []byte(p[:len(p)-1]+"0"), func(k, _ []byte) bool { return fn(string(k[len(p):])) })
 }
 
-func (m *messageReader) Close() error { return m.f.Close() }
+// Oldest returns the arrival time of the oldest message (by id, which
+// starts with the arrival second), or zero.
+func (q *Queue) Oldest() time.Time {
+	var t time.Time
+	_ = q.Walk("", func(m *Message) bool { t = m.ReceivedAt; return false })
+	return t
+}
 
-// Update durably replaces a message's metadata (recipient states, attempts,
-// next attempt). The id and the stored bytes cannot change.
-func (q *Queue) Update(m Message) error {
-	q.mu.Lock()
-	e, ok := q.index[m.ID]
-	if ok {
-		// Fields fixed at submission stay as they were.
-		m.Header, m.Size = e.msg.Header, e.msg.Size
-	}
-	q.mu.Unlock()
-	if !ok {
-		return ErrNotFound
-	}
-	m = m.clone()
-	rec, err := encodeUpdate(m)
+// scan iterates [lower, upper) calling fn until it returns false. When
+// the iterator fails on corrupt data it is counted and logged, and the
+// scan resumes past the bad region, so one bad block does not hide the
+// rest of an index.
+func (q *Queue) scan(lower, upper []byte, fn func(k, v []byte) bool) error {
+	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return err
 	}
-	return q.submit(&request{rec: rec, apply: func(uint64, int64) {
-		if e, ok := q.index[m.ID]; ok {
-			e.msg = m
+	defer func() {
+		if it != nil {
+			it.Close()
 		}
-	}})
+	}()
+	var last []byte
+	for ok := it.First(); ; ok = it.Next() {
+		if !ok {
+			err := it.Error()
+			if err == nil {
+				return nil
+			}
+			if !pebble.IsCorruptionError(err) {
+				return err
+			}
+			q.corruptions.Add(1)
+			q.log.Error("queue: corrupt index data; skipping past it", "after_key", fmt.Sprintf("%q", last), "err", err)
+			it.Close()
+			if it, ok = q.resume(lower, upper, last); !ok {
+				it = nil
+				return nil
+			}
+		}
+		k := it.Key()
+		last = append(last[:0], k...)
+		if !fn(k, it.Value()) {
+			return nil
+		}
+	}
 }
 
-// Remove durably forgets a finished message and frees its storage.
-func (q *Queue) Remove(id string) error {
-	q.mu.Lock()
-	_, ok := q.index[id]
-	q.mu.Unlock()
-	if !ok {
-		return ErrNotFound
+// resume finds the first readable key after last (the last good key, or
+// nil) by seeking ever further ahead: one byte position at a time from
+// the end of the key, the next possible prefix.
+func (q *Queue) resume(lower, upper, last []byte) (*pebble.Iterator, bool) {
+	base := last
+	if base == nil {
+		base = lower
 	}
-	var spilled bool
-	err := q.submit(&request{rec: encodeDone(id), apply: func(uint64, int64) {
-		if e := q.forget(id); e != nil {
-			spilled = e.spilled
+	for pos := len(base) - 1; pos >= 0; pos-- {
+		if base[pos] == 0xff {
+			continue
 		}
-	}})
-	if err == nil && spilled {
-		// Not fsynced: a body file that reappears after a crash has no
-		// message any more and is deleted by recovery.
-		_ = os.Remove(filepath.Join(q.bodyDir, id))
+		probe := append(bytes.Clone(base[:pos]), base[pos]+1)
+		if bytes.Compare(probe, upper) >= 0 {
+			continue
+		}
+		it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+		if err != nil {
+			return nil, false
+		}
+		if it.SeekGE(probe) {
+			return it, true
+		}
+		if it.Error() == nil {
+			it.Close()
+			return nil, false // nothing after the bad region
+		}
+		it.Close()
 	}
-	return err
+	return nil, false
 }
 
 // FreeBytes returns the space available to unprivileged writers on the
@@ -988,6 +1074,21 @@ func (q *Queue) FreeBytes() (free, total uint64, err error) {
 		return 0, 0, err
 	}
 	return st.Bavail * uint64(st.Bsize), st.Blocks * uint64(st.Bsize), nil
+}
+
+// DiskBytes returns the bytes the spool occupies: the store and the body
+// files.
+func (q *Queue) DiskBytes() int64 {
+	var n int64
+	_ = filepath.WalkDir(q.dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }
 
 // Probe checks that the directory is writable by creating, fsyncing and
@@ -1014,10 +1115,72 @@ func (q *Queue) Probe() error {
 	return classify(err)
 }
 
-// newID returns a random 16-character queue id: 80 bits, never reused in
-// practice, safe as a file name and in a header field.
-func newID() string {
+// newID returns a 16-character queue id: 32 bits of the arrival second
+// then 48 random bits, base32hex, so ids sort by arrival and are safe as
+// file names and in header fields.
+func newID(at time.Time) string {
 	var b [10]byte
-	_, _ = rand.Read(b[:])
+	binary.BigEndian.PutUint32(b[:4], uint32(max(at.Unix(), 0)))
+	_, _ = rand.Read(b[4:])
 	return strings.ToLower(base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// pebbleLogger sends Pebble's reports to slog. Fatalf is Pebble giving up
+// on a write it cannot undo (its commit pipeline is broken): the process
+// must end, and recovery on restart replays the log.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug("pebble: " + fmt.Sprintf(format, args...))
+}
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error("pebble: fatal: " + fmt.Sprintf(format, args...))
+	os.Exit(70)
+}
+
+// counterMerger sums little-endian int64 operands: message and held
+// counts change inside the batches that add and remove messages, without
+// a read.
+var counterMerger = &pebble.Merger{
+	Name: "mailroom.counter.v1",
+	Merge: func(_, value []byte) (pebble.ValueMerger, error) {
+		return &counter{n: decodeCount(value)}, nil
+	},
+}
+
+type counter struct{ n int64 }
+
+func (c *counter) MergeNewer(v []byte) error { c.n += decodeCount(v); return nil }
+func (c *counter) MergeOlder(v []byte) error { c.n += decodeCount(v); return nil }
+func (c *counter) Finish(bool) ([]byte, io.Closer, error) {
+	return encodeCount(c.n), nil, nil
+}
+
+func encodeCount(n int64) []byte { return binary.LittleEndian.AppendUint64(nil, uint64(n)) }
+
+func decodeCount(v []byte) int64 {
+	if len(v) != 8 {
+		return 0
+	}
+	return int64(binary.LittleEndian.Uint64(v))
+}
+
+// WALSyncs returns how many times the store's write-ahead log was
+// fsynced since Open. Commits that share an fsync (group commit) make it
+// grow slower than the number of commits.
+func (q *Queue) WALSyncs() uint64 {
+	h := q.db.Metrics().LogWriter.FsyncLatency
+	if h == nil {
+		return 0
+	}
+	var m dto.Metric
+	if err := h.Write(&m); err != nil || m.Histogram == nil {
+		return 0
+	}
+	return m.Histogram.GetSampleCount()
 }

@@ -4,36 +4,52 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
-// Writer receives one message's bytes. Small messages stay in memory and go
-// into the segment with their metadata; once a message grows past
-// Options.InlineLimit it streams to its own body file, so memory use per
-// message is bounded whatever its size.
+// Writer receives one message's bytes. Small messages stay in memory and
+// go into the store with their metadata in one batch; once a message grows
+// past Options.InlineLimit it streams to its own body file, so memory use
+// per message is bounded whatever its size.
 //
 // A Writer is used by one goroutine. Exactly one of Commit or Abort must be
 // called.
 type Writer struct {
-	q    *Queue
-	id   string
-	buf  bytes.Buffer
-	f    *os.File
-	bw   *bufio.Writer
-	size int64
-	err  error
-	done bool
+	q       *Queue
+	id      string
+	class   class
+	buf     bytes.Buffer
+	f       *os.File
+	bw      *bufio.Writer
+	size    int64
+	crc     uint32
+	checked int64 // size at the last free-space check
+	err     error
+	done    bool
+	// extra adds to the message's batch (Import's idempotency key).
+	extra func(b *pebble.Batch) error
 }
 
-// NewWriter starts a message. Its queue id is fixed now, so it can appear in
-// logs and trace headers before the message is committed.
-func (q *Queue) NewWriter() (*Writer, error) {
+// NewWriter starts a new message from intake. Its queue id is fixed now,
+// so it can appear in logs and trace headers before the message is
+// committed. Intake writers have the largest free-space reserve: they are
+// refused first.
+func (q *Queue) NewWriter() (*Writer, error) { return q.newWriter(classIntake, q.opts.Now()) }
+
+// NewReportWriter starts a delivery status notification about mail
+// already accepted. It may use space intake may not (see Options.Reserve).
+func (q *Queue) NewReportWriter() (*Writer, error) { return q.newWriter(classReport, q.opts.Now()) }
+
+func (q *Queue) newWriter(c class, at time.Time) (*Writer, error) {
 	if err := q.Err(); err != nil {
 		return nil, err
 	}
-	return &Writer{q: q, id: newID()}, nil
+	return &Writer{q: q, id: newID(at), class: c}, nil
 }
 
 // ID returns the queue id the message will have.
@@ -41,6 +57,10 @@ func (w *Writer) ID() string { return w.id }
 
 // Size returns the number of bytes written so far.
 func (w *Writer) Size() int64 { return w.size }
+
+// spaceCheckEvery is how often a streaming body checks the reserve, so a
+// huge message is refused before it eats into the space of accepted mail.
+const spaceCheckEvery = 1 << 20
 
 // Write appends message bytes.
 func (w *Writer) Write(p []byte) (int, error) {
@@ -53,6 +73,15 @@ func (w *Writer) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
+	if w.f != nil && w.size+int64(len(p))-w.checked >= spaceCheckEvery {
+		release, err := w.q.claim(w.class, int64(len(p)))
+		if err != nil {
+			w.err = err
+			return 0, err
+		}
+		release()
+		w.checked = w.size
+	}
 	var n int
 	var err error
 	if w.f != nil {
@@ -60,6 +89,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	} else {
 		n, err = w.buf.Write(p)
 	}
+	w.crc = crc32.Update(w.crc, crcTable, p[:n])
 	w.size += int64(n)
 	if err != nil {
 		w.err = classify(fmt.Errorf("queue: write body: %w", err))
@@ -95,16 +125,21 @@ func (w *Writer) Commit(m Message) error {
 		w.cleanup()
 		return w.err
 	}
+	q := w.q
+	if err := q.enter(); err != nil {
+		w.cleanup()
+		return err
+	}
+	defer q.leave()
 	m.ID = w.id
 	m.Size = w.size + int64(len(m.Header))
 	if m.ReceivedAt.IsZero() {
-		m.ReceivedAt = time.Now().UTC()
+		m.ReceivedAt = q.opts.Now().UTC()
 	}
-	m = m.clone()
-
-	dm := diskMessage{Message: m, Spilled: w.f != nil}
-	var body []byte
+	dm := diskMessage{Message: m.clone(), File: w.f != nil, BodyLen: w.size, BodyCRC: w.crc}
 	if w.f != nil {
+		// The body file and its directory entry are durable before the
+		// batch that refers to them.
 		err := w.bw.Flush()
 		if err == nil {
 			err = w.f.Sync()
@@ -113,38 +148,40 @@ func (w *Writer) Commit(m Message) error {
 			err = cerr
 		}
 		w.f = nil
+		if err == nil {
+			err = syncDir(q.bodyDir)
+		}
 		if err != nil {
-			os.Remove(filepath.Join(w.q.bodyDir, w.id))
+			os.Remove(filepath.Join(q.bodyDir, w.id))
 			return classify(fmt.Errorf("queue: write body: %w", err))
 		}
-	} else {
-		body = w.buf.Bytes()
 	}
-	rec, bodyOff, err := encodeMessage(dm, body)
-	if err != nil {
+	b := q.db.NewBatch()
+	defer b.Close()
+	if !dm.File {
+		if err := b.Set(bodyKey(w.id), w.buf.Bytes(), nil); err != nil {
+			return err
+		}
+	}
+	if err := putMessage(b, dm, nil); err != nil {
 		w.cleanup()
 		return err
 	}
-	n := int64(len(body))
-	w.buf = bytes.Buffer{}
-	err = w.q.submit(&request{rec: rec, spilled: dm.Spilled, apply: func(seg uint64, off int64) {
-		w.q.forget(m.ID)
-		e := &entry{msg: m, seg: seg, spilled: dm.Spilled}
-		if !dm.Spilled {
-			e.off, e.n = off+bodyOff, n
+	if w.extra != nil {
+		if err := w.extra(b); err != nil {
+			w.cleanup()
+			return err
 		}
-		w.q.index[m.ID] = e
-		w.q.live[seg]++
-		w.q.total[seg]++
-		select {
-		case w.q.added <- struct{}{}:
-		default:
-		}
-	}})
-	if err != nil && dm.Spilled {
-		os.Remove(filepath.Join(w.q.bodyDir, w.id))
 	}
-	return err
+	w.buf = bytes.Buffer{}
+	if err := q.commit(b, w.class, 0); err != nil {
+		if dm.File {
+			os.Remove(filepath.Join(q.bodyDir, w.id))
+		}
+		return err
+	}
+	q.signalAdded()
+	return nil
 }
 
 // Abort discards the message. It is safe to call after Commit.

@@ -20,34 +20,43 @@ type MessageInfo struct {
 // Filter selects messages for List; empty fields match everything.
 type Filter struct {
 	State string
-	// Domain matches messages with a pending recipient in it.
+	// Domain matches messages with a pending recipient in it (read from
+	// the destination index).
 	Domain string
+	// After and Limit page through the queue: messages with an id greater
+	// than After, at most Limit (0: all).
+	After string
+	Limit int
 }
 
 // List returns the queued messages matching f, oldest first.
 func (s *Scheduler) List(f Filter) []MessageInfo {
 	now := s.opts.Now()
 	domain := strings.ToLower(strings.TrimPrefix(f.Domain, "@"))
-	s.mu.Lock()
 	var out []MessageInfo
-	msgs := s.q.Select(func(m *queue.Message) bool {
-		if f.State != "" && messageState(m, s.inflight[m.ID], now) != f.State {
-			return false
+	take := func(m *queue.Message) bool {
+		s.mu.Lock()
+		st := messageState(m.Held, s.inflight[m.ID], m.NextAttempt, now)
+		s.mu.Unlock()
+		if f.State == "" || st == f.State {
+			out = append(out, MessageInfo{Message: *m, State: st})
 		}
-		if domain == "" {
-			return true
-		}
-		for _, r := range m.Recipients {
-			if r.State == StatePending && strings.HasSuffix(strings.ToLower(r.Address), "@"+domain) {
+		return f.Limit <= 0 || len(out) < f.Limit
+	}
+	if domain != "" {
+		_ = s.q.ForDestination(domain, func(id string) bool {
+			if id <= f.After {
 				return true
 			}
-		}
-		return false
-	})
-	for _, m := range msgs {
-		out = append(out, MessageInfo{Message: m, State: messageState(&m, s.inflight[m.ID], now)})
+			m, ok := s.q.Get(id)
+			if !ok {
+				return true
+			}
+			return take(&m)
+		})
+	} else {
+		_ = s.q.Walk(f.After, take)
 	}
-	s.mu.Unlock()
 	slices.SortFunc(out, func(a, b MessageInfo) int { return queue.CompareAge(&a.Message, &b.Message) })
 	return out
 }
@@ -59,10 +68,13 @@ func (s *Scheduler) Get(id string) (MessageInfo, error) {
 		return MessageInfo{}, queue.ErrNotFound
 	}
 	s.mu.Lock()
-	st := messageState(&m, s.inflight[id], s.opts.Now())
+	st := messageState(m.Held, s.inflight[id], m.NextAttempt, s.opts.Now())
 	s.mu.Unlock()
 	return MessageInfo{Message: m, State: st}, nil
 }
+
+// Quarantined lists the messages set aside as unreadable.
+func (s *Scheduler) Quarantined() []queue.Quarantined { return s.q.QuarantineList() }
 
 // change applies fn to the current copy of message id under its lock and
 // saves the result.

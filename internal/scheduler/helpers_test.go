@@ -1,17 +1,14 @@
 package scheduler_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -192,6 +189,7 @@ type env struct {
 	reg   *prometheus.Registry
 	s     *scheduler.Scheduler
 	retry delivery.RetryPolicy
+	free  atomic.Uint64 // what the queue's reserve checks see as free space
 }
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -205,6 +203,7 @@ func defaultRetry() delivery.RetryPolicy {
 func newEnv(t *testing.T, retry delivery.RetryPolicy) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), fake: newFake(), clock: &clock{now: t0}, retry: retry}
+	e.free.Store(1 << 40)
 	e.open()
 	return e
 }
@@ -212,7 +211,8 @@ func newEnv(t *testing.T, retry delivery.RetryPolicy) *env {
 // open opens the queue and a new (paused, started) scheduler over it.
 func (e *env) open() {
 	e.t.Helper()
-	q, err := queue.Open(filepath.Join(e.dir, "queue"), queue.Options{})
+	q, err := queue.Open(filepath.Join(e.dir, "queue"), queue.Options{Reserve: 1 << 20, Now: e.clock.Now,
+		Statfs: func() (uint64, error) { return e.free.Load(), nil }})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -329,61 +329,4 @@ func (e *env) metric(name string, labels map[string]string) float64 {
 		pairs = append(pairs, k, v)
 	}
 	return promtest.Value(e.t, e.reg, name, pairs...)
-}
-
-// logRecord is one record of the queue's on-disk log, as documented in
-// package queue: type 1 MESSAGE, 2 UPDATE, 3 DONE.
-type logRecord struct {
-	typ    byte
-	id     string
-	origin string
-	rcpts  []queue.Recipient
-}
-
-// readLog returns the queue's records in the order they were written.
-func readLog(t *testing.T, queueDir string) []logRecord {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(queueDir, "segments", "*.seg"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(files) // %016x names sort in sequence order
-	var out []logRecord
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b = b[16:]
-		for len(b) >= 9 {
-			n := binary.LittleEndian.Uint32(b)
-			if int(n)+9 > len(b) {
-				break
-			}
-			typ, p := b[8], b[9:9+n]
-			b = b[9+n:]
-			r := logRecord{typ: typ}
-			var meta struct {
-				ID     string            `json:"id"`
-				Origin string            `json:"origin"`
-				Rcpts  []queue.Recipient `json:"rcpts"`
-			}
-			switch typ {
-			case 1:
-				ml := binary.LittleEndian.Uint32(p)
-				if err := json.Unmarshal(p[4:4+ml], &meta); err != nil {
-					t.Fatal(err)
-				}
-			case 2:
-				if err := json.Unmarshal(p, &meta); err != nil {
-					t.Fatal(err)
-				}
-			case 3:
-				meta.ID = string(bytes.TrimSpace(p))
-			}
-			r.id, r.origin, r.rcpts = meta.ID, meta.Origin, meta.Rcpts
-			out = append(out, r)
-		}
-	}
-	return out
 }

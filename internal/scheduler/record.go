@@ -22,8 +22,9 @@ const (
 const maxDSNHeader = 64 << 10
 
 // record writes an attempt's outcome: results[j] is for recipient idx[j]
-// of the message as it was when the attempt started.
-func (s *Scheduler) record(id string, idx []int, results []delivery.Result) error {
+// of the message as it was when the attempt started; prevNext is the next
+// attempt the message had before its lease.
+func (s *Scheduler) record(id string, idx []int, results []delivery.Result, prevNext time.Time) error {
 	l := s.lock(id)
 	l.Lock()
 	defer l.Unlock()
@@ -34,8 +35,10 @@ func (s *Scheduler) record(id string, idx []int, results []delivery.Result) erro
 	now := s.opts.Now().UTC()
 	policy := s.retryPolicy()
 	cut := s.deliverCtx.Err() != nil
+	m.LeaseUntil = time.Time{}
 
-	var failed, deferred []int // recipient indexes
+	var failed, deferred, skipped []int // recipient indexes
+	var notBefore time.Time
 	res := map[int]delivery.Result{}
 	for j, r := range results {
 		i := idx[j]
@@ -52,12 +55,23 @@ func (s *Scheduler) record(id string, idx []int, results []delivery.Result) erro
 			// simply asked again after the restart.
 			continue
 		}
+		res[i] = r
+		if r.Status == delivery.Deferred && r.Reason == delivery.ReasonHostDown {
+			// No server was tried: not an attempt (RFC 3464's
+			// Last-Attempt-Date stays that of the last real one), and the
+			// retry is when the servers may be tried again.
+			skipped = append(skipped, i)
+			if notBefore.IsZero() || r.NotBefore.After(notBefore) {
+				notBefore = r.NotBefore
+			}
+			rc.LastResponse = r.Diagnostic()
+			continue
+		}
 		rc.Attempts++
 		rc.LastAttempt = now
 		rc.LastResponse = r.Diagnostic()
 		m.History = append(m.History, queue.Attempt{Time: now, Recipient: rc.Address, Status: r.Status.String(),
 			Reason: string(r.Reason), Code: r.Code, Host: r.RemoteHost, IP: r.RemoteIP, TLS: r.TLSVersion, Reply: r.Diagnostic()})
-		res[i] = r
 		switch r.Status {
 		case delivery.Delivered:
 			rc.State = StateDelivered
@@ -71,23 +85,52 @@ func (s *Scheduler) record(id string, idx []int, results []delivery.Result) erro
 	}
 
 	var warn []int
-	if len(deferred) > 0 {
+	switch {
+	case len(deferred) > 0:
 		m.Attempts++
 		next, giveUp := policy.Next(m.ReceivedAt, now, m.Attempts, s.opts.Rand())
+		if !m.Expires.IsZero() && !now.Before(m.Expires) {
+			giveUp = true
+		}
 		if giveUp {
-			for _, i := range deferred {
+			for _, i := range append(deferred, skipped...) {
 				r := res[i]
 				m.Recipients[i].State = StateFailed
 				res[i] = expired(r, m.ReceivedAt, now)
 				failed = append(failed, i)
 			}
+			skipped = nil
 		} else {
 			m.NextAttempt = next
 			if !m.DelayWarned && policy.DelayWarningDue(m.ReceivedAt, now) {
 				m.DelayWarned = true
-				warn = deferred
+				warn = append(deferred, skipped...)
 			}
 		}
+	case len(skipped) > 0:
+		expires := policy.Expires(m.ReceivedAt)
+		if !m.Expires.IsZero() {
+			expires = m.Expires
+		}
+		if !now.Before(expires) {
+			for _, i := range skipped {
+				m.Recipients[i].State = StateFailed
+				res[i] = expired(res[i], m.ReceivedAt, now)
+				failed = append(failed, i)
+			}
+			break
+		}
+		if notBefore.IsZero() || !notBefore.After(now) {
+			notBefore = now.Add(policy.Delay(max(m.Attempts, 1), s.opts.Rand()))
+		}
+		m.NextAttempt = notBefore
+		if notBefore.After(expires) {
+			m.NextAttempt = expires
+		}
+	default:
+		// Nothing deferred was attempted (delivered, failed, or cut off):
+		// what is still pending is due as it was before the lease.
+		m.NextAttempt = prevNext
 	}
 	if n := len(m.History) - s.opts.HistoryLimit; n > 0 {
 		m.History = m.History[n:]
@@ -159,7 +202,9 @@ func (s *Scheduler) notify(m *queue.Message, idx []int, res map[int]delivery.Res
 		if !dsn.Wanted(m.From, rc.Notify, action) {
 			continue
 		}
-		rcpts = append(rcpts, res[i].DSNRecipient(rc.OriginalRecipient, now, until))
+		// Last-Attempt-Date is the last real attempt: a pass that skipped
+		// servers known to be down is none (zero: there was none yet).
+		rcpts = append(rcpts, res[i].DSNRecipient(rc.OriginalRecipient, rc.LastAttempt, until))
 	}
 	if len(rcpts) == 0 {
 		return nil
@@ -168,7 +213,8 @@ func (s *Scheduler) notify(m *queue.Message, idx []int, res map[int]delivery.Res
 }
 
 // queueDSN builds a report about m and commits it to the queue from the
-// null sender, to m's envelope sender.
+// null sender, to m's envelope sender, DKIM-signed when the relay holds a
+// key for the report's From domain.
 func (s *Scheduler) queueDSN(m queue.Message, rcpts []dsn.Recipient, action dsn.Action) error {
 	var hdr []byte
 	if rc, err := s.q.Open(m.ID); err == nil {
@@ -180,7 +226,13 @@ func (s *Scheduler) queueDSN(m queue.Message, rcpts []dsn.Recipient, action dsn.
 	if err != nil {
 		return err
 	}
-	w, err := s.q.NewWriter()
+	var sig string
+	if s.opts.Sign != nil {
+		if sig, err = s.opts.Sign(msg.Data); err != nil {
+			return fmt.Errorf("signing the DSN: %w", err)
+		}
+	}
+	w, err := s.q.NewReportWriter()
 	if err != nil {
 		return err
 	}
@@ -192,11 +244,11 @@ func (s *Scheduler) queueDSN(m queue.Message, rcpts []dsn.Recipient, action dsn.
 	for i, a := range msg.To {
 		to[i] = queue.Recipient{Address: a}
 	}
-	if err := w.Commit(queue.Message{From: "", Recipients: to, Origin: "dsn:" + m.ID,
+	if err := w.Commit(queue.Message{From: "", Recipients: to, Origin: "dsn:" + m.ID, Header: sig,
 		EightBit: msg.EightBit, SMTPUTF8: msg.SMTPUTF8}); err != nil {
 		return err
 	}
 	s.m.dsnQueued.WithLabelValues(string(action)).Inc()
-	s.log.Info("scheduler: DSN queued", "msgID", m.ID, "dsnID", w.ID(), "action", string(action), "to", m.From, "recipients", len(rcpts))
+	s.log.Info("scheduler: DSN queued", "msgID", m.ID, "dsnID", w.ID(), "action", string(action), "to", m.From, "recipients", len(rcpts), "signed", sig != "")
 	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -31,12 +30,22 @@ type Options struct {
 	Hostname string
 	// Concurrency bounds attempts in progress; default 100.
 	Concurrency int
+	// PerDestination bounds attempts in progress per destination (a
+	// recipient domain; everything is one destination with Smarthost):
+	// the delivery engine's maxConnectionsPerDomain, so an attempt never
+	// waits for a connection while holding a worker. Default 10.
+	PerDestination int
+	// Smarthost: all mail goes through one upstream server.
+	Smarthost bool
 	// Paused: deliver nothing until SetPaused(false).
 	Paused bool
 	// HistoryLimit bounds the attempts kept per message; default 50.
 	HistoryLimit int
-	Metrics      *Metrics
-	Logger       *slog.Logger
+	// Sign, when set, returns the DKIM-Signature fields for a DSN the
+	// relay sends ("" when it holds no key for the DSN's From: domain).
+	Sign    func(msg []byte) (string, error)
+	Metrics *Metrics
+	Logger  *slog.Logger
 	// Now and Rand are the clock and the jitter's randomness; defaults
 	// time.Now and math/rand/v2.
 	Now  func() time.Time
@@ -59,10 +68,18 @@ type Scheduler struct {
 	workers       sync.WaitGroup
 	stopOnce      sync.Once
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// inflight: messages with an attempt in progress or an outcome not yet
+	// written (parked). RAM holds only these, never the queue.
 	inflight map[string]bool
+	busy     map[string]int           // attempts in progress per destination
+	backoff  map[string]time.Duration // per busy destination: how far its skipped messages move
 	paused   bool
 	retry    delivery.RetryPolicy
+	// writeBlocked: a lease could not be written (disk full); nothing is
+	// attempted before this time.
+	writeBlocked time.Time
+	writeBackoff time.Duration
 
 	locks [64]sync.Mutex // per-message write locks, by hash of the id
 }
@@ -80,6 +97,9 @@ func New(opts Options) (*Scheduler, error) {
 	}
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 100
+	}
+	if opts.PerDestination <= 0 {
+		opts.PerDestination = 10
 	}
 	if opts.HistoryLimit <= 0 {
 		opts.HistoryLimit = 50
@@ -101,7 +121,8 @@ func New(opts Options) (*Scheduler, error) {
 		opts: opts, q: opts.Queue, log: opts.Logger, m: opts.Metrics,
 		deliverCtx: ctx, cancelDeliver: cancel,
 		stop: make(chan struct{}), loopDone: make(chan struct{}), wake: make(chan struct{}, 1),
-		inflight: map[string]bool{}, paused: opts.Paused, retry: opts.Retry,
+		inflight: map[string]bool{}, busy: map[string]int{}, backoff: map[string]time.Duration{},
+		paused: opts.Paused, retry: opts.Retry,
 	}
 	s.m.observe(s)
 	return s, nil
@@ -184,7 +205,9 @@ func (s *Scheduler) loop() {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
+		start := time.Now()
 		next := s.dispatch()
+		s.m.dispatchSeconds.Observe(time.Since(start).Seconds())
 		wait := idleCheck
 		if !next.IsZero() {
 			wait = min(max(next.Sub(s.opts.Now()), 0), idleCheck)
@@ -206,48 +229,142 @@ func (s *Scheduler) loop() {
 	}
 }
 
+// dispatchPage is how many due-index entries one query reads; scanLimit
+// bounds the entries one pass looks at, so a pass costs the same however
+// long the queue is.
+const (
+	dispatchPage = 256
+	scanLimit    = 4096
+)
+
+// Busy destinations: a message whose destinations are all at their cap is
+// moved this far ahead (doubling per pass up to maxBusyDelay) instead of
+// holding a worker or being looked at again by every pass.
+const (
+	minBusyDelay = 2 * time.Second
+	maxBusyDelay = time.Minute
+)
+
 // dispatch starts attempts for due messages, as many as the concurrency
-// allows, and returns when the next message falls due (zero: unknown).
+// and the per-destination caps allow, and returns when the next message
+// falls due (zero: unknown).
 func (s *Scheduler) dispatch() time.Time {
 	now := s.opts.Now()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.paused {
+		s.mu.Unlock()
 		return time.Time{}
 	}
+	if now.Before(s.writeBlocked) {
+		s.mu.Unlock()
+		return s.writeBlocked
+	}
 	free := s.opts.Concurrency - len(s.inflight)
+	s.mu.Unlock()
 	if free <= 0 {
 		return time.Time{} // a finishing worker wakes the loop
 	}
-	var next time.Time
-	due := s.q.Select(func(m *queue.Message) bool {
-		if s.inflight[m.ID] || m.Held {
-			return false
-		}
-		if m.NextAttempt.After(now) {
-			if next.IsZero() || m.NextAttempt.Before(next) {
-				next = m.NextAttempt
+	var (
+		cursor  queue.Due
+		next    time.Time
+		scanned int
+		skipped = map[string][]queue.Due{} // busy destination -> its due messages seen
+	)
+	for free > 0 && scanned < scanLimit {
+		due, n, err := s.q.DueBefore(now, cursor, dispatchPage)
+		if err != nil {
+			if !errors.Is(err, queue.ErrClosed) {
+				s.log.Error("scheduler: reading the due index", "err", err)
 			}
-			return false
+			return now.Add(time.Second)
 		}
-		return true
-	})
-	slices.SortFunc(due, func(a, b queue.Message) int {
-		if c := a.NextAttempt.Compare(b.NextAttempt); c != 0 {
-			return c
+		next = n
+		for _, d := range due {
+			cursor = d
+			scanned++
+			if free == 0 {
+				next = now
+				break
+			}
+			s.mu.Lock()
+			in := s.inflight[d.ID]
+			s.mu.Unlock()
+			if in {
+				continue
+			}
+			m, ok := s.q.Get(d.ID)
+			if !ok {
+				s.q.DropDue(d) // its record was lost (quarantined or corrupt)
+				continue
+			}
+			if m.Held || !m.NextAttempt.Equal(d.At) && m.NextAttempt.After(now) {
+				continue // changed since the index was read
+			}
+			dests := s.destinations(&m)
+			s.mu.Lock()
+			full := ""
+			for _, dst := range dests {
+				if s.busy[dst] >= s.opts.PerDestination {
+					full = dst
+					break
+				}
+			}
+			if full != "" {
+				s.mu.Unlock()
+				skipped[full] = append(skipped[full], d)
+				continue
+			}
+			s.inflight[m.ID] = true
+			for _, dst := range dests {
+				s.busy[dst]++
+			}
+			s.mu.Unlock()
+			free--
+			s.workers.Add(1)
+			go s.attempt(m, dests)
 		}
-		return a.ReceivedAt.Compare(b.ReceivedAt)
-	})
-	if len(due) > free {
-		due = due[:free]
-		next = now // more are due right now
+		if len(due) < dispatchPage || free == 0 {
+			break
+		}
 	}
-	for _, m := range due {
-		s.inflight[m.ID] = true
-		s.workers.Add(1)
-		go s.attempt(m)
+	if scanned >= scanLimit {
+		next = now
 	}
+	s.postponeBusy(now, skipped)
 	return next
+}
+
+// postponeBusy moves messages of destinations at their cap out of the due
+// range for a while. The write is not synced: losing it in a crash only
+// makes the message due earlier.
+func (s *Scheduler) postponeBusy(now time.Time, skipped map[string][]queue.Due) {
+	for dst, ds := range skipped {
+		s.mu.Lock()
+		d := s.backoff[dst]
+		d = min(max(2*d, minBusyDelay), maxBusyDelay)
+		s.backoff[dst] = d
+		s.mu.Unlock()
+		for _, due := range ds {
+			at := now.Add(d + time.Duration(s.opts.Rand()*float64(d)/2))
+			l := s.lock(due.ID)
+			l.Lock()
+			err := s.q.Postpone(due.ID, due.At, at)
+			l.Unlock()
+			if err != nil && !errors.Is(err, queue.ErrNotFound) {
+				s.log.Warn("scheduler: postponing a message of a busy destination", "msgID", due.ID, "err", err)
+			}
+		}
+		s.m.busySkips.Add(float64(len(ds)))
+	}
+}
+
+// destinations are the keys the per-destination cap counts: the pending
+// recipients' domains, or the smarthost.
+func (s *Scheduler) destinations(m *queue.Message) []string {
+	if s.opts.Smarthost {
+		return []string{"smarthost"}
+	}
+	return m.Domains()
 }
 
 func (s *Scheduler) lock(id string) *sync.Mutex {
@@ -258,18 +375,40 @@ func (s *Scheduler) lock(id string) *sync.Mutex {
 
 // attempt makes one delivery attempt of m's pending recipients and records
 // the outcome.
-func (s *Scheduler) attempt(m queue.Message) {
+func (s *Scheduler) attempt(m queue.Message, dests []string) {
 	defer s.workers.Done()
+	released := false
+	release := func() {
+		if released {
+			return
+		}
+		released = true
+		s.mu.Lock()
+		for _, d := range dests {
+			if s.busy[d]--; s.busy[d] <= 0 {
+				delete(s.busy, d)
+				delete(s.backoff, d)
+			}
+		}
+		s.mu.Unlock()
+	}
 	defer func() {
+		release()
 		s.mu.Lock()
 		delete(s.inflight, m.ID)
 		s.mu.Unlock()
 		s.Wake()
 	}()
+
+	prev, ok := s.lease(m.ID)
+	if !ok {
+		return
+	}
+	m = prev.current
 	var idx []int
 	var rcpts []delivery.Recipient
 	for i, r := range m.Recipients {
-		if r.State == "" {
+		if r.State == StatePending {
 			idx = append(idx, i)
 			rcpts = append(rcpts, delivery.Recipient{Address: r.Address, Notify: r.Notify, OriginalRecipient: r.OriginalRecipient})
 		}
@@ -283,7 +422,96 @@ func (s *Scheduler) attempt(m queue.Message) {
 		s.m.attempts.Inc()
 		results = s.opts.Deliverer.Deliver(s.deliverCtx, msg, rcpts)
 	}
-	if err := s.record(m.ID, idx, results); err != nil {
-		s.log.Error("scheduler: recording the outcome failed; the attempt will be repeated", "msgID", m.ID, "err", err)
+	release() // the destinations' connections are free again
+	s.Wake()
+	s.recordDurably(m.ID, idx, results, prev.next)
+}
+
+// leased is a message as its lease was written, and the next attempt it
+// had before.
+type leased struct {
+	current queue.Message
+	next    time.Time
+}
+
+// leaseFor is how long an attempt may take before, after a crash, its
+// message counts as not in progress any more; it bounds the SMTP
+// timeouts of one transaction.
+const leaseFor = 30 * time.Minute
+
+// lease writes, before the attempt, its lease and the next attempt as if
+// it will fail (mox's queue does the same): a crash mid-attempt then
+// neither loses the message nor makes it due at once. The write failing
+// (disk full) means no attempt, and none for anybody for a while.
+func (s *Scheduler) lease(id string) (leased, bool) {
+	l := s.lock(id)
+	l.Lock()
+	defer l.Unlock()
+	m, ok := s.q.Get(id)
+	if !ok || m.Held {
+		return leased{}, false
+	}
+	now := s.opts.Now().UTC()
+	if m.NextAttempt.After(now) {
+		return leased{}, false // rescheduled (admin) since dispatch
+	}
+	prev := m.NextAttempt
+	policy := s.retryPolicy()
+	next, giveUp := policy.Next(m.ReceivedAt, now, m.Attempts+1, s.opts.Rand())
+	if giveUp || next.IsZero() {
+		next = now.Add(policy.Delay(m.Attempts+1, s.opts.Rand()))
+	}
+	m.NextAttempt, m.LeaseUntil = next, now.Add(leaseFor)
+	if err := s.q.Update(m); err != nil {
+		s.m.stateWriteFailures.WithLabelValues("lease").Inc()
+		s.mu.Lock()
+		s.writeBackoff = min(max(2*s.writeBackoff, 100*time.Millisecond), 30*time.Second)
+		s.writeBlocked = now.Add(s.writeBackoff)
+		wait := s.writeBackoff
+		s.mu.Unlock()
+		s.log.Error("scheduler: cannot write the attempt's lease; not attempting, and pausing attempts", "msgID", id, "err", err, "pause", wait.String())
+		return leased{}, false
+	}
+	s.mu.Lock()
+	s.writeBackoff = 0
+	s.mu.Unlock()
+	return leased{current: m, next: prev}, true
+}
+
+// recordDurably writes the attempt's outcome; while that fails the
+// message stays parked (in flight, so never due) and the write is retried
+// with backoff. The lease already on disk means a crash meanwhile costs at
+// most this one delivery again.
+func (s *Scheduler) recordDurably(id string, idx []int, results []delivery.Result, prevNext time.Time) {
+	wait := 50 * time.Millisecond
+	parked := false
+	for {
+		err := s.record(id, idx, results, prevNext)
+		if err == nil {
+			if parked {
+				s.m.parked.Dec()
+				s.log.Info("scheduler: the parked outcome is written", "msgID", id)
+			}
+			return
+		}
+		s.m.stateWriteFailures.WithLabelValues("outcome").Inc()
+		if !parked {
+			parked = true
+			s.m.parked.Inc()
+		}
+		s.log.Error("scheduler: recording the outcome failed; the message is parked until the write succeeds", "msgID", id, "err", err, "retry_in", wait.String())
+		select {
+		case <-time.After(wait):
+		case <-s.stop:
+			// Shutting down: one last try, then the lease on disk makes
+			// the message due at the lease's next attempt after the
+			// restart.
+			if err := s.record(id, idx, results, prevNext); err != nil {
+				s.log.Error("scheduler: shutting down with an unwritten outcome; the message is retried after the restart at its lease's next attempt", "msgID", id, "err", err)
+			}
+			s.m.parked.Dec()
+			return
+		}
+		wait = min(2*wait, 30*time.Second)
 	}
 }

@@ -86,40 +86,60 @@ func TestEachRecipientsOutcomeIsKeptInTheQueue(t *testing.T) {
 func TestTheFailureDSNIsWrittenBeforeTheOriginalsNewState(t *testing.T) {
 	e := newEnv(t, defaultRetry())
 	e.fake.answer("failed@example.org", permFail)
-	e.fake.answer("deferred@example.org", tempFail)
-	gone := e.enqueue("app@example.com", "failed@example.org")
-	kept := e.enqueue("app@example.com", "failed@example.org", "deferred@example.org")
+	id := e.enqueue("app@example.com", "failed@example.org", "ok@example.org")
+	// DSNs cannot be written (the space left is below their reserve, not
+	// below that of state writes): the failure must not become final
+	// without its DSN.
+	e.free.Store(400 << 10)
 	e.run()
-	e.settle()
-	e.close()
-
-	// On disk, the DSN's MESSAGE record must precede the record that makes
-	// the failure final (DONE for a finished message, the UPDATE marking
-	// the recipient failed otherwise): a crash between the two repeats a
-	// failure, never loses its DSN.
-	recs := readLog(t, e.dir+"/queue")
-	index := func(match func(r logRecord) bool) int {
-		for i, r := range recs {
-			if match(r) {
-				return i
-			}
-		}
-		return -1
+	eventually(t, "the message is attempted", func() bool { return len(e.fake.callsFor(id)) == 1 && e.get(id).Recipients[1].State != "" })
+	m := e.get(id)
+	if m.Recipients[0].State != scheduler.StatePending || m.Recipients[1].State != scheduler.StateDelivered {
+		t.Fatalf("with the DSN unwritable, the failed recipient is %q (want pending, to fail again with its DSN)", m.Recipients[0].State)
 	}
-	for _, id := range []string{gone, kept} {
-		dsnAt := index(func(r logRecord) bool { return r.typ == 1 && r.origin == "dsn:"+id })
-		finalAt := index(func(r logRecord) bool {
-			if r.id != id {
-				return false
-			}
-			if r.typ == 3 {
-				return true
-			}
-			return r.typ == 2 && len(r.rcpts) > 0 && r.rcpts[0].State == scheduler.StateFailed
-		})
-		if dsnAt < 0 || finalAt < 0 || dsnAt > finalAt {
-			t.Errorf("message %s: DSN record at %d, final state at %d; want the DSN first", id, dsnAt, finalAt)
-		}
+	if e.metric("mailroom_dsn_queued_total", map[string]string{"action": "failed"}) != 0 {
+		t.Fatal("a DSN was counted as queued")
+	}
+	// Space back: the next attempt fails again, and now the DSN goes first.
+	e.free.Store(1 << 40)
+	e.clock.Advance(time.Hour)
+	e.s.Wake()
+	eventually(t, "the message is finished with its DSN", func() bool { return e.gone(id) && len(e.fake.dsnsTo("app@example.com")) == 1 })
+}
+
+func TestAFailedStateWriteParksTheMessageInsteadOfRedeliveringIt(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	id := e.enqueue("app@example.com", "slow@example.org")
+	release := e.fake.hold()
+	e.run()
+	<-e.fake.started
+	// The lease is on disk: the message is not due before its next attempt.
+	if m := e.get(id); !m.NextAttempt.After(t0) || m.LeaseUntil.IsZero() {
+		t.Fatalf("no lease written before the attempt: %+v", m)
+	}
+	// Now no write succeeds (below every reserve), and the delivery ends.
+	e.free.Store(0)
+	release()
+	eventually(t, "the outcome write fails", func() bool {
+		return e.metric("mailroom_queue_state_write_failures_total", map[string]string{"write": "outcome"}) >= 2
+	})
+	if n := e.metric("mailroom_queue_parked_messages", nil); n != 1 {
+		t.Fatalf("parked gauge %v, want 1", n)
+	}
+	for i := 0; i < 20; i++ {
+		e.s.Wake()
+		e.clock.Advance(time.Second)
+	}
+	if c := e.fake.callsFor(id); len(c) != 1 {
+		t.Fatalf("a message whose outcome could not be written was delivered %d times", len(c))
+	}
+	e.free.Store(1 << 40)
+	eventually(t, "the parked outcome is written", func() bool { return e.gone(id) })
+	if c := e.fake.callsFor(id); len(c) != 1 {
+		t.Fatalf("delivered %d times, want once", len(c))
+	}
+	if n := e.metric("mailroom_queue_parked_messages", nil); n != 0 {
+		t.Fatalf("parked gauge %v after the write, want 0", n)
 	}
 }
 
