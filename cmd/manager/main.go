@@ -19,6 +19,7 @@ import (
 	externaldnsv1alpha1 "sigs.k8s.io/external-dns/apis/v1alpha1"
 
 	mailroomv1alpha1 "mailroom.io/mailroom/api/v1alpha1"
+	"mailroom.io/mailroom/internal/controller"
 )
 
 func main() {
@@ -37,6 +38,7 @@ type options struct {
 	logLevel       slog.Level
 	logFormat      string
 	kubeconfigPath string
+	relayImage     string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -49,6 +51,7 @@ func parseFlags(args []string) (options, error) {
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&o.kubeconfigPath, "kubeconfig", "", "kubeconfig file; empty: in-cluster config or $KUBECONFIG")
+	fs.StringVar(&o.relayImage, "relay-image", "", "relay image for pools that name none; empty: the image of this manager's own container (both binaries ship in one image)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -99,7 +102,9 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  scheme,
+		Scheme: scheme,
+		// Only the Secrets mailroom writes; the rest are read live.
+		Cache:                   controller.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:  o.probeAddr,
 		LeaderElection:          o.leaderElect,
@@ -111,7 +116,11 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
-	if err := setupReconcilers(mgr); err != nil {
+	relayImage := o.relayImage
+	if relayImage == "" {
+		relayImage = ownImage(ctx, mgr.GetAPIReader())
+	}
+	if err := setupReconcilers(mgr, relayImage); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"reflect"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,14 +31,46 @@ const FieldOwner = "mailroom"
 // HashAnnotation holds the hash of the configuration mailroom last applied.
 const HashAnnotation = "mailroom.io/applied-hash"
 
+// ManagedByLabel, set to ManagedByValue, marks every Secret mailroom
+// writes: the manager caches only Secrets carrying it, so Object sets it on
+// every Secret it applies.
+const (
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedByValue = "mailroom"
+)
+
 // Object applies desired unless live (the object as read, nil or with an
 // empty resourceVersion when absent) already matches it. desired must be a
 // typed object of a kind registered in scheme; its status is ignored. It
 // reports whether it wrote.
 func Object(ctx context.Context, c client.Client, scheme *runtime.Scheme, desired, live client.Object) (bool, error) {
+	return object(ctx, c, scheme, desired, live, false)
+}
+
+// Guarded is Object with optimistic concurrency: the apply carries live's
+// resourceVersion, so it fails with a Conflict (apierrors.IsConflict) when
+// the object changed since live was read, for content that must not be
+// written over blindly (a DKIM keyring). With live absent it creates.
+func Guarded(ctx context.Context, c client.Client, scheme *runtime.Scheme, desired, live client.Object) (bool, error) {
+	return object(ctx, c, scheme, desired, live, true)
+}
+
+func object(ctx context.Context, c client.Client, scheme *runtime.Scheme, desired, live client.Object, guard bool) (bool, error) {
+	if live != nil && reflect.ValueOf(live).IsNil() {
+		// A typed nil (a nil *corev1.Secret passed as client.Object).
+		live = nil
+	}
 	u, err := ToApply(scheme, desired, false)
 	if err != nil {
 		return false, err
+	}
+	if u.GetAPIVersion() == "v1" && u.GetKind() == "Secret" {
+		labels := u.GetLabels()
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels[ManagedByLabel] = ManagedByValue
+		u.SetLabels(labels)
 	}
 	hash, err := Hash(u.Object)
 	if err != nil {
@@ -49,7 +82,7 @@ func Object(ctx context.Context, c client.Client, scheme *runtime.Scheme, desire
 	}
 	ann[HashAnnotation] = hash
 	u.SetAnnotations(ann)
-	if live != nil && live.GetResourceVersion() != "" && live.GetAnnotations()[HashAnnotation] == hash {
+	if !isNil(live) && live.GetResourceVersion() != "" && live.GetAnnotations()[HashAnnotation] == hash {
 		have, err := runtime.DefaultUnstructuredConverter.ToUnstructured(live)
 		if err != nil {
 			return false, err
@@ -57,6 +90,10 @@ func Object(ctx context.Context, c client.Client, scheme *runtime.Scheme, desire
 		if Subset(u.Object, have) {
 			return false, nil
 		}
+	}
+	if guard && live != nil && live.GetResourceVersion() != "" {
+		// Not part of the hash: it changes with every write.
+		u.SetResourceVersion(live.GetResourceVersion())
 	}
 	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		return false, fmt.Errorf("applying %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
@@ -76,6 +113,38 @@ func Status(ctx context.Context, c client.Client, scheme *runtime.Scheme, obj cl
 		return fmt.Errorf("applying status of %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
 	}
 	return nil
+}
+
+// Owns reports whether mailroom's applies own the field at path (such as
+// "data", "key.pem") of obj, going by obj's managedFields: a field it owns
+// disappears when an apply leaves it out; one another manager owns stays.
+// Without managedFields (stripped by a cache) it reports false.
+func Owns(obj client.Object, path ...string) bool {
+	for _, mf := range obj.GetManagedFields() {
+		if mf.Manager != FieldOwner || mf.Operation != metav1.ManagedFieldsOperationApply || mf.Subresource != "" || mf.FieldsV1 == nil {
+			continue
+		}
+		var cur any
+		if err := json.Unmarshal(mf.FieldsV1.Raw, &cur); err != nil {
+			continue
+		}
+		found := true
+		for _, p := range path {
+			m, ok := cur.(map[string]any)
+			if !ok {
+				found = false
+				break
+			}
+			if cur, ok = m["f:"+p]; !ok {
+				found = false
+				break
+			}
+		}
+		if found {
+			return true
+		}
+	}
+	return false
 }
 
 // ToApply turns a typed object into an apply configuration: apiVersion and
@@ -167,4 +236,13 @@ func pruneNulls(m map[string]any) {
 			}
 		}
 	}
+}
+
+// isNil is true for a nil interface and for a typed nil pointer in one.
+func isNil(o client.Object) bool {
+	if o == nil {
+		return true
+	}
+	v := reflect.ValueOf(o)
+	return v.Kind() == reflect.Pointer && v.IsNil()
 }

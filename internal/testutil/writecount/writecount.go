@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -124,4 +125,16 @@ func (w *Counter) String() string {
 		s += fmt.Sprintf("%s ×%d\n", k, w.writes[k])
 	}
 	return s
+}
+
+// WrapClient is Wrap for a client without Watch, such as a manager's
+// cached client; Watch through the result fails.
+func WrapClient(c client.Client, scheme *runtime.Scheme) (client.Client, *Counter) {
+	return Wrap(noWatch{c}, scheme)
+}
+
+type noWatch struct{ client.Client }
+
+func (noWatch) Watch(context.Context, client.ObjectList, ...client.ListOption) (watch.Interface, error) {
+	return nil, fmt.Errorf("writecount: Watch is not supported on a wrapped cached client")
 }
