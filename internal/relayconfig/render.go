@@ -93,7 +93,7 @@ type Rendered struct {
 }
 
 // Names of the pool's objects.
-func MainSecretName(pool string) string       { return pool + "-relay-config" }
+func MainSecretName(pool string) string         { return pool + "-relay-config" }
 func ShardSecretName(pool string, i int) string { return fmt.Sprintf("%s-relay-config-%02d", pool, i) }
 func ShardFile(i int) string                    { return fmt.Sprintf("shard-%02d.json", i) }
 

@@ -97,21 +97,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 // plan is the rendered desired state of a pool.
 type plan struct {
-	configErr  string
-	oversized  []int
-	revision   int64
-	bumped     bool
-	secrets    []*corev1.Secret // config Secrets, in order: shards, then main
-	certs      *issued
-	caMap      *corev1.ConfigMap
-	sts        *appsv1.StatefulSet
-	services   []*corev1.Service
-	pdb        *policyv1.PodDisruptionBudget
-	netpol     *networkingv1.NetworkPolicy
-	drain      []string
-	draining   bool // replicas wait for the drain
-	desired    int32
-	members    int32
+	configErr string
+	oversized []int
+	revision  int64
+	bumped    bool
+	secrets   []*corev1.Secret // config Secrets, in order: shards, then main
+	certs     *issued
+	caMap     *corev1.ConfigMap
+	sts       *appsv1.StatefulSet
+	services  []*corev1.Service
+	pdb       *policyv1.PodDisruptionBudget
+	netpol    *networkingv1.NetworkPolicy
+	drain     []string
+	draining  bool // replicas wait for the drain
+	desired   int32
+	members   int32
 }
 
 func (r *Reconciler) plan(w *world) (*plan, error) {

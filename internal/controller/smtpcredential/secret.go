@@ -124,7 +124,7 @@ func Secret(cred *v1alpha1.SMTPCredential, l login, ep endpoint) (*corev1.Secret
 		ObjectMeta: metav1.ObjectMeta{
 			Name: attachment.SecretName(cred), Namespace: cred.Namespace,
 			Labels: map[string]string{
-				attachment.LabelManagedBy:   attachment.ManagedBy,
+				attachment.LabelManagedBy:    attachment.ManagedBy,
 				"mailroom.io/smtpcredential": cred.Name,
 			},
 			Annotations: map[string]string{
