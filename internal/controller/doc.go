@@ -1,7 +1,20 @@
-// Package controller holds one reconciler per mailroom kind and the
-// condition helpers they share. Reconcilers stay thin: they read, compute
-// desired objects with pure functions from the domain packages, apply with
-// no-op detection, and set status.
+// Package controller is the home of mailroom's reconcilers, one folder per
+// kind, and of what they share:
+//
+//	sendingdomain/   SendingDomain: DKIM keys, the DNSEndpoint of its
+//	                 records, DNS verification, readiness (a file each)
+//	conditions/      Ready from ordered pure checks, the kstatus conditions
+//	                 Reconciling and Stalled, observedGeneration on each
+//	apply/           server-side apply under the field owner "mailroom",
+//	                 skipping writes that would change nothing, and status
+//	                 by apply
+//
+// Every reconciler has one shape: gather its inputs into one value, render
+// desired objects with pure functions of it, apply them server-side (an
+// unchanged world makes zero writes), and set conditions from ordered
+// checks. This package itself holds the manager's cache options
+// (CacheOptions: only the Secrets mailroom writes are cached) and the RBAC
+// every reconciler needs.
 package controller
 
 // Every reconciler records Events on the objects it manages.

@@ -23,6 +23,7 @@ import (
 
 	"mailroom.io/mailroom/api/v1alpha1"
 	"mailroom.io/mailroom/internal/controller"
+	"mailroom.io/mailroom/internal/controller/sendingdomain"
 	"mailroom.io/mailroom/internal/dkim"
 	"mailroom.io/mailroom/internal/testutil/bindtest"
 	"mailroom.io/mailroom/internal/testutil/envtest"
@@ -52,6 +53,7 @@ func TestSendingDomainE2E(t *testing.T) {
 	ctrl.SetLogger(logger)
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 env.Scheme,
+		Cache:                  controller.CacheOptions(),
 		Logger:                 logger,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
@@ -59,7 +61,7 @@ func TestSendingDomainE2E(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &controller.SendingDomainReconciler{
+	r := &sendingdomain.Reconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(),
 		MinVerifyBackoff: time.Second, QueryTimeout: 2 * time.Second,
 	}

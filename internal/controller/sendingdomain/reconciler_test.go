@@ -1,4 +1,4 @@
-package controller
+package sendingdomain
 
 import (
 	"context"
@@ -23,6 +23,7 @@ import (
 	externaldnsv1alpha1 "sigs.k8s.io/external-dns/apis/v1alpha1"
 
 	"mailroom.io/mailroom/api/v1alpha1"
+	"mailroom.io/mailroom/internal/controller"
 	"mailroom.io/mailroom/internal/dkim"
 	"mailroom.io/mailroom/internal/testutil/bindtest"
 	"mailroom.io/mailroom/internal/testutil/envtest"
@@ -38,7 +39,7 @@ type sdHarness struct {
 	ctx    context.Context
 	c      client.Client // cached, as the manager's
 	api    client.Reader // uncached
-	r      *SendingDomainReconciler
+	r      *Reconciler
 	clock  *clocktesting.FakeClock
 	events *events.FakeRecorder
 	bind   *bindtest.Server
@@ -48,7 +49,7 @@ type sdHarness struct {
 	published map[string]bool
 }
 
-func TestSendingDomainReconciler(t *testing.T) {
+func TestReconciler(t *testing.T) {
 	env, err := envtest.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -57,14 +58,15 @@ func TestSendingDomainReconciler(t *testing.T) {
 
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 env.Scheme,
+		Cache:                  controller.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &SendingDomainReconciler{Client: mgr.GetClient(), Scheme: env.Scheme, MinVerifyBackoff: 5 * time.Second, QueryTimeout: 2 * time.Second}
-	if err := r.setupIndexes(context.Background(), mgr.GetFieldIndexer()); err != nil {
+	r := &Reconciler{Client: mgr.GetClient(), Scheme: env.Scheme, MinVerifyBackoff: 5 * time.Second, QueryTimeout: 2 * time.Second}
+	if err := r.SetupIndexes(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -86,7 +88,7 @@ func TestSendingDomainReconciler(t *testing.T) {
 		nsCount++
 		h.ns = fmt.Sprintf("sd-%d", nsCount)
 		// Each subtest gets its own reconciler state on the shared cache.
-		h.r = &SendingDomainReconciler{Client: r.Client, Scheme: r.Scheme, MinVerifyBackoff: r.MinVerifyBackoff, QueryTimeout: r.QueryTimeout,
+		h.r = &Reconciler{Client: r.Client, APIReader: mgr.GetAPIReader(), Scheme: r.Scheme, MinVerifyBackoff: r.MinVerifyBackoff, QueryTimeout: r.QueryTimeout,
 			Clock: h.clock, Recorder: h.events}
 		h.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: h.ns}})
 		h.create(&v1alpha1.RelayPool{
@@ -116,7 +118,7 @@ func TestSendingDomainReconciler(t *testing.T) {
 		if len(secret.OwnerReferences) != 0 {
 			t.Fatal("the key Secret is owned by the SendingDomain; it must outlive it")
 		}
-		h.expectEvent(sdReasonKeyCreated)
+		h.expectEvent(ReasonKeyCreated)
 
 		ep := h.endpoint(sd)
 		if !metav1.IsControlledBy(ep, sd) {
@@ -132,15 +134,15 @@ func TestSendingDomainReconciler(t *testing.T) {
 		if spf := ep.Spec.Endpoints[1].Targets[0]; spf != `"v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 ~all"` {
 			t.Fatalf("SPF target %s", spf)
 		}
-		h.expectCondition(sd, v1alpha1.SendingDomainKeyReady, metav1.ConditionTrue, sdReasonKeyReady)
-		h.expectCondition(sd, v1alpha1.SendingDomainDNSPublished, metav1.ConditionTrue, sdReasonPublished)
+		h.expectCondition(sd, v1alpha1.SendingDomainKeyReady, metav1.ConditionTrue, ReasonKeyReady)
+		h.expectCondition(sd, v1alpha1.SendingDomainDNSPublished, metav1.ConditionTrue, ReasonPublished)
 		// Nothing serves the records yet.
 		c := h.expectCondition(sd, v1alpha1.SendingDomainDNSVerified, metav1.ConditionFalse, "DKIMRecordMissing")
 		if !strings.Contains(c.Message, "mr-20261125._domainkey.example.test") {
 			t.Fatalf("DNSVerified message %q does not name the record", c.Message)
 		}
 		h.expectCondition(sd, v1alpha1.ConditionReady, metav1.ConditionFalse, "DKIMRecordMissing")
-		h.expectEvent(sdReasonVerifyFailed)
+		h.expectEvent(ReasonVerifyFailed)
 
 		h.publishEndpoint(ep)
 		// A retry before the backoff ends looks nothing up.
@@ -154,8 +156,8 @@ func TestSendingDomainReconciler(t *testing.T) {
 		h.reconcile(sd)
 		sd = h.get(sd)
 		h.expectCondition(sd, v1alpha1.SendingDomainDNSVerified, metav1.ConditionTrue, "RecordsVerified")
-		h.expectCondition(sd, v1alpha1.ConditionReady, metav1.ConditionTrue, sdReasonReady)
-		h.expectEvent(sdReasonVerified)
+		h.expectCondition(sd, v1alpha1.ConditionReady, metav1.ConditionTrue, ReasonReady)
+		h.expectEvent(ReasonVerified)
 		for _, rec := range sd.Status.Records {
 			if !rec.Verified || rec.Type != "TXT" {
 				t.Errorf("record %+v not verified", rec)
@@ -190,7 +192,7 @@ func TestSendingDomainReconciler(t *testing.T) {
 		if !strings.Contains(c.Message, "_dmarc.example.test") || !strings.Contains(c.Message, "p=reject, want none") {
 			t.Fatalf("message %q", c.Message)
 		}
-		h.expectEvent(sdReasonVerifyFailed)
+		h.expectEvent(ReasonVerifyFailed)
 	})
 
 	t.Run("a resolver that does not answer is a reason, retried with backoff", func(t *testing.T) {
@@ -229,7 +231,7 @@ func TestSendingDomainReconciler(t *testing.T) {
 		})
 		h.reconcile(younger)
 		younger = h.get(younger)
-		c := h.expectCondition(younger, v1alpha1.ConditionReady, metav1.ConditionFalse, sdReasonConflict)
+		c := h.expectCondition(younger, v1alpha1.ConditionReady, metav1.ConditionFalse, ReasonConflict)
 		if !strings.Contains(c.Message, "first") {
 			t.Fatalf("message %q does not name the older domain", c.Message)
 		}
@@ -240,7 +242,7 @@ func TestSendingDomainReconciler(t *testing.T) {
 			t.Fatalf("the younger domain published records: %v", err)
 		}
 		h.reconcile(older)
-		h.expectCondition(h.get(older), v1alpha1.SendingDomainKeyReady, metav1.ConditionTrue, sdReasonKeyReady)
+		h.expectCondition(h.get(older), v1alpha1.SendingDomainKeyReady, metav1.ConditionTrue, ReasonKeyReady)
 	})
 
 	t.Run("a broken key Secret is reported, kept, and replaced only on request", func(t *testing.T) {
@@ -256,12 +258,12 @@ func TestSendingDomainReconciler(t *testing.T) {
 		h.drainEvents()
 
 		h.reconcile(sd)
-		c := h.expectCondition(h.get(sd), v1alpha1.SendingDomainKeyReady, metav1.ConditionFalse, sdReasonKeyInvalid)
+		c := h.expectCondition(h.get(sd), v1alpha1.SendingDomainKeyReady, metav1.ConditionFalse, ReasonKeyInvalid)
 		if !strings.Contains(c.Message, dkim.SecretPrivateKey) || !strings.Contains(c.Message, v1alpha1.AnnotationRotateDKIM) {
 			t.Fatalf("message %q should name the broken field and the way out", c.Message)
 		}
-		h.expectCondition(h.get(sd), v1alpha1.ConditionReady, metav1.ConditionFalse, sdReasonKeyInvalid)
-		h.expectEvent(sdReasonKeyInvalid)
+		h.expectCondition(h.get(sd), v1alpha1.ConditionReady, metav1.ConditionFalse, ReasonKeyInvalid)
+		h.expectEvent(ReasonKeyInvalid)
 		if got := h.secret(sd); string(got.Data[dkim.SecretPrivateKey]) != "not a key" {
 			t.Fatal("the broken key was overwritten without a request")
 		}
@@ -273,8 +275,8 @@ func TestSendingDomainReconciler(t *testing.T) {
 		sd = h.annotate(sd, "2026-11-25")
 		h.reconcile(sd)
 		sd = h.get(sd)
-		h.expectCondition(sd, v1alpha1.SendingDomainKeyReady, metav1.ConditionTrue, sdReasonKeyReady)
-		h.expectEvent(sdReasonKeyReplaced)
+		h.expectCondition(sd, v1alpha1.SendingDomainKeyReady, metav1.ConditionTrue, ReasonKeyReady)
+		h.expectEvent(ReasonKeyReplaced)
 		ring, err := dkim.ParseSecretData(h.secret(sd).Data)
 		if err != nil {
 			t.Fatal(err)
@@ -305,8 +307,8 @@ func TestSendingDomainReconciler(t *testing.T) {
 		}
 		h.waitForVersion(sd)
 		h.reconcile(sd)
-		h.expectCondition(h.get(sd), v1alpha1.SendingDomainKeyReady, metav1.ConditionFalse, sdReasonKeyMismatch)
-		h.expectEvent(sdReasonKeyMismatch)
+		h.expectCondition(h.get(sd), v1alpha1.SendingDomainKeyReady, metav1.ConditionFalse, ReasonKeyMismatch)
+		h.expectEvent(ReasonKeyMismatch)
 		if h.get(sd).Status.DKIM.ActiveSelector != first {
 			t.Fatal("the key was replaced silently")
 		}
@@ -319,7 +321,7 @@ func TestSendingDomainReconciler(t *testing.T) {
 		if next == "" || sd.Status.DKIM.ActiveSelector != first {
 			t.Fatalf("dkim status %+v, want the old key active and a next key", sd.Status.DKIM)
 		}
-		h.expectEvent(sdReasonNextKeyCreated)
+		h.expectEvent(ReasonNextKeyCreated)
 		h.publishEndpoint(h.endpoint(sd))
 		h.clock.Step(5 * time.Second)
 		h.reconcile(sd) // verifies the next key
@@ -328,23 +330,28 @@ func TestSendingDomainReconciler(t *testing.T) {
 		if sd.Status.DKIM.ActiveSelector != next || !strings.Contains(strings.Join(sd.Status.DKIM.RetiringSelectors, ","), first) {
 			t.Fatalf("dkim status %+v, want %s active and %s retiring", sd.Status.DKIM, next, first)
 		}
-		h.expectEvent(sdReasonKeyActivated)
+		h.expectEvent(ReasonKeyActivated)
 		ring, _ := dkim.ParseSecretData(h.secret(sd).Data)
 		if alg, _ := ring.Active.Algorithm(); alg != dkim.RSA2048 {
 			t.Fatalf("new key is %s", alg)
 		}
-		h.expectCondition(sd, v1alpha1.SendingDomainKeyReady, metav1.ConditionTrue, sdReasonKeyReady)
+		h.expectCondition(sd, v1alpha1.SendingDomainKeyReady, metav1.ConditionTrue, ReasonKeyReady)
 	})
 
 	t.Run("scheduled rotation publishes, verifies, switches and retires without a gap", func(t *testing.T) {
+		// The shortest overlap the CRD admits; the next key is published
+		// lead before the switch, and the one after it long after the
+		// retirement.
+		const interval, overlap = 480 * time.Hour, 120 * time.Hour
+		const lead = min(overlap, interval/2)
 		h := newHarness(t)
 		sd := h.createDomain("example-test", func(sd *v1alpha1.SendingDomain) {
-			sd.Spec.DKIM.Rotation = &v1alpha1.DKIMRotation{Interval: &metav1.Duration{Duration: time.Hour}, Overlap: &metav1.Duration{Duration: 10 * time.Minute}}
+			sd.Spec.DKIM.Rotation = &v1alpha1.DKIMRotation{Interval: &metav1.Duration{Duration: interval}, Overlap: &metav1.Duration{Duration: overlap}}
 		})
 		h.reconcile(sd)
 		sd = h.get(sd)
 		first := sd.Status.DKIM.ActiveSelector
-		if want := h.clock.Now().Add(time.Hour); sd.Status.DKIM.NextRotation == nil || !sd.Status.DKIM.NextRotation.Time.Equal(want) {
+		if want := h.clock.Now().Add(interval); sd.Status.DKIM.NextRotation == nil || !sd.Status.DKIM.NextRotation.Time.Equal(want) {
 			t.Fatalf("nextRotation %v, want %v", sd.Status.DKIM.NextRotation, want)
 		}
 
@@ -370,17 +377,17 @@ func TestSendingDomainReconciler(t *testing.T) {
 			}
 			seen = append(seen, fmt.Sprintf("%s|%s|%v", cur.Status.DKIM.ActiveSelector, cur.Status.DKIM.NextSelector, cur.Status.DKIM.RetiringSelectors))
 		}
-		step(49 * time.Minute) // before the lead: nothing
-		step(time.Minute)      // 50m: the next key appears
+		step(interval - lead - time.Minute) // before the lead: nothing
+		step(time.Minute)                   // the next key appears
 		if h.get(sd).Status.DKIM.NextSelector == "" {
 			t.Fatalf("no next key 10m before the switch: %v", seen)
 		}
 		step(5 * time.Second) // verified
-		step(10 * time.Minute)
+		step(lead)
 		if got := h.get(sd).Status.DKIM; got.ActiveSelector == first || len(got.RetiringSelectors) != 1 {
 			t.Fatalf("at the end of the interval: %+v (%v)", got, seen)
 		}
-		step(9 * time.Minute) // overlap not over
+		step(overlap - time.Minute) // overlap not over
 		if got := h.get(sd).Status.DKIM; len(got.RetiringSelectors) != 1 {
 			t.Fatalf("retired key withdrawn before the overlap ended: %+v", got)
 		}
@@ -388,10 +395,10 @@ func TestSendingDomainReconciler(t *testing.T) {
 		if got := h.get(sd).Status.DKIM; len(got.RetiringSelectors) != 0 {
 			t.Fatalf("retired key still published after the overlap: %+v", got)
 		}
-		if n := len(h.endpoint(sd).Spec.Endpoints); n != 3 {
-			t.Fatalf("%d endpoints after retiring, want 3", n)
+		if eps := h.endpoint(sd).Spec.Endpoints; len(eps) != 3 {
+			t.Fatalf("%d endpoints after retiring, want 3: %v (%+v) %v", len(eps), eps, h.get(sd).Status.DKIM, seen)
 		}
-		h.expectEvent(sdReasonKeyWithdrawn)
+		h.expectEvent(ReasonKeyWithdrawn)
 	})
 
 	t.Run("a re-created domain adopts its key", func(t *testing.T) {
@@ -426,7 +433,7 @@ func TestSendingDomainReconciler(t *testing.T) {
 		if string(h.secret(again).Data[dkim.SecretPrivateKey]) != string(keyBefore) {
 			t.Fatal("a new key was made instead of adopting the existing one")
 		}
-		h.expectEvent(sdReasonKeyAdopted)
+		h.expectEvent(ReasonKeyAdopted)
 	})
 
 	t.Run("SPF includes past the lookup limit raise a warning", func(t *testing.T) {
@@ -437,19 +444,19 @@ func TestSendingDomainReconciler(t *testing.T) {
 			sd.Spec.SPF.Include = []string{"big.example.test"}
 		})
 		h.reconcile(sd)
-		c := h.expectCondition(h.get(sd), v1alpha1.SendingDomainSPFLookupLimit, metav1.ConditionTrue, sdReasonLookupsExceeded)
+		c := h.expectCondition(h.get(sd), v1alpha1.SendingDomainSPFLookupLimit, metav1.ConditionTrue, ReasonLookupsExceeded)
 		if !strings.Contains(c.Message, "more than 10") {
 			t.Fatalf("message %q", c.Message)
 		}
-		h.expectEvent(sdReasonLookupsExceeded)
+		h.expectEvent(ReasonLookupsExceeded)
 	})
 
 	t.Run("a missing pool is reported and nothing is published", func(t *testing.T) {
 		h := newHarness(t)
 		sd := h.createDomain("example-test", func(sd *v1alpha1.SendingDomain) { sd.Spec.PoolRef.Name = "nope" })
 		h.reconcile(sd)
-		h.expectCondition(h.get(sd), v1alpha1.SendingDomainDNSPublished, metav1.ConditionFalse, sdReasonPoolNotFound)
-		h.expectCondition(h.get(sd), v1alpha1.ConditionReady, metav1.ConditionFalse, sdReasonPoolNotFound)
+		h.expectCondition(h.get(sd), v1alpha1.SendingDomainDNSPublished, metav1.ConditionFalse, ReasonPoolNotFound)
+		h.expectCondition(h.get(sd), v1alpha1.ConditionReady, metav1.ConditionFalse, ReasonPoolNotFound)
 	})
 }
 

@@ -1,4 +1,4 @@
-package controller
+package sendingdomain
 
 import (
 	"strings"
@@ -36,7 +36,7 @@ func TestSendingDomainRecordsFollowTheSpec(t *testing.T) {
 		{Selector: "mr-20261125", Record: "v=DKIM1; k=ed25519; p=AAAA", Role: dkim.RoleActive},
 		{Selector: "mr-20261125-2", Record: "v=DKIM1; k=ed25519; p=BBBB", Role: dkim.RoleNext},
 	}
-	records, err := sendingDomainRecords(sd, []string{"203.0.113.10", "2001:db8::10"}, keys)
+	records, err := renderRecords(sd, []string{"203.0.113.10", "2001:db8::10"}, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestSendingDomainRecordsFollowTheSpec(t *testing.T) {
 		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 
-	spec, err := sendingDomainEndpointSpec(sd, records)
+	spec, err := endpointSpec(sd, records)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestSendingDomainRecordsLeaveOutWhatIsNotPublished(t *testing.T) {
 	sd := testSendingDomain()
 	sd.Spec.SPF.Publish = ptr.To(false)
 	sd.Spec.DMARC.Publish = ptr.To(false)
-	records, err := sendingDomainRecords(sd, nil, []dkim.PublishedKey{{Selector: "s", Record: "v=DKIM1; p=A"}})
+	records, err := renderRecords(sd, nil, []dkim.PublishedKey{{Selector: "s", Record: "v=DKIM1; p=A"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestSendingDomainRecordsLeaveOutWhatIsNotPublished(t *testing.T) {
 func TestSendingDomainSPFGoesWhereTheSpecSays(t *testing.T) {
 	sd := testSendingDomain()
 	sd.Spec.SPF.RecordName = "Bounces.Example.com"
-	_, name, ok := sendingDomainSPF(sd, nil)
+	_, name, ok := spfRecord(sd, nil)
 	if !ok || name != "bounces.example.com" {
 		t.Fatalf("SPF at %q (published %v), want bounces.example.com", name, ok)
 	}
@@ -87,25 +87,25 @@ func TestSendingDomainSPFGoesWhereTheSpecSays(t *testing.T) {
 
 func TestSendingDomainDefaultsMatchTheSchema(t *testing.T) {
 	sd := &v1alpha1.SendingDomain{Spec: v1alpha1.SendingDomainSpec{Domain: "example.com"}}
-	records, err := sendingDomainRecords(sd, nil, nil)
+	records, err := renderRecords(sd, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if records[0].Value != "v=spf1 ~all" || records[1].Value != "v=DMARC1; p=none; pct=100; adkim=r; aspf=r" {
 		t.Fatalf("defaults: %v", records)
 	}
-	if sendingDomainTTL(sd.Spec.DNS) != 300 || sendingDomainEncoding(sd.Spec.DNS) != dnsrecord.Split ||
-		sendingDomainVerifyInterval(sd.Spec.DNS) != 10*time.Minute || sendingDomainAlgorithm(sd.Spec.DKIM) != dkim.RSA2048 {
+	if ttl(sd.Spec.DNS) != 300 || encoding(sd.Spec.DNS) != dnsrecord.Split ||
+		verifyInterval(sd.Spec.DNS) != 10*time.Minute || algorithm(sd.Spec.DKIM) != dkim.RSA2048 {
 		t.Fatal("defaults differ from the CRD schema's")
 	}
-	if p := sendingDomainRotationPolicy(sd.Spec.DKIM); p.Interval != 0 || p.Overlap != dkim.DefaultOverlap {
+	if p := rotationPolicy(sd.Spec.DKIM); p.Interval != 0 || p.Overlap != dkim.DefaultOverlap {
 		t.Fatalf("no rotation spec: policy %+v", p)
 	}
 }
 
 func TestSendingDomainVerifiedConditionTellsMissingFromWrong(t *testing.T) {
 	dmarcRec := dnsrecord.Record{Kind: dnsrecord.KindDMARC, Name: "_dmarc.example.com"}
-	_, reason, msg := sendingDomainVerifiedCondition([]dnsrecord.Check{
+	_, reason, msg := verifiedCondition([]dnsrecord.Check{
 		{Record: dmarcRec, Reason: "DMARC TXT _dmarc.example.com at 10.0.0.2:53: no v=DMARC1 record", Missing: true},
 	})
 	if reason != "DMARCRecordMissing" || !strings.Contains(msg, "_dmarc.example.com") {
@@ -116,18 +116,18 @@ func TestSendingDomainVerifiedConditionTellsMissingFromWrong(t *testing.T) {
 func TestSendingDomainVerifiedConditionNamesTheRecord(t *testing.T) {
 	dkimRec := dnsrecord.Record{Kind: dnsrecord.KindDKIM, Name: "s._domainkey.example.com"}
 	spfRec := dnsrecord.Record{Kind: dnsrecord.KindSPF, Name: "example.com"}
-	status, reason, msg := sendingDomainVerifiedCondition([]dnsrecord.Check{
+	status, reason, msg := verifiedCondition([]dnsrecord.Check{
 		{Record: dkimRec, Reason: "resolver 10.0.0.1:53 did not answer", Unreachable: true},
 		{Record: spfRec, Reason: "SPF TXT example.com at 10.0.0.2:53: missing ip4:192.0.2.1"},
 	})
 	if status != metav1.ConditionFalse || reason != "SPFRecordMismatch" || !strings.HasPrefix(msg, "SPF TXT example.com") || !strings.Contains(msg, "1 more") {
 		t.Fatalf("got %s %s %q; a wrong record outranks an unreachable resolver", status, reason, msg)
 	}
-	_, reason, _ = sendingDomainVerifiedCondition([]dnsrecord.Check{{Record: dkimRec, Unreachable: true, Reason: "x"}, {Record: spfRec, Verified: true}})
+	_, reason, _ = verifiedCondition([]dnsrecord.Check{{Record: dkimRec, Unreachable: true, Reason: "x"}, {Record: spfRec, Verified: true}})
 	if reason != "ResolverUnreachable" {
 		t.Fatalf("reason %s, want ResolverUnreachable", reason)
 	}
-	if status, reason, _ := sendingDomainVerifiedCondition([]dnsrecord.Check{{Record: spfRec, Verified: true}}); status != metav1.ConditionTrue || reason != "RecordsVerified" {
+	if status, reason, _ := verifiedCondition([]dnsrecord.Check{{Record: spfRec, Verified: true}}); status != metav1.ConditionTrue || reason != "RecordsVerified" {
 		t.Fatalf("all verified: %s %s", status, reason)
 	}
 }
@@ -145,9 +145,17 @@ func TestSendingDomainVerifyDelayBacksOffUpToTheInterval(t *testing.T) {
 		{false, 40 * time.Second, 40 * time.Second},
 		{false, time.Hour, interval},
 	} {
-		if got := sendingDomainVerifyDelay(interval, minBackoff, tc.verified, tc.failingFor); got != tc.want {
+		if got := verifyDelay(interval, minBackoff, tc.verified, tc.failingFor, false); got != tc.want {
 			t.Errorf("verified=%v failing for %v: delay %v, want %v", tc.verified, tc.failingFor, got, tc.want)
 		}
+	}
+	// While external-dns publishes, failed checks retry at the shortest
+	// delay however long they have failed.
+	if got := verifyDelay(interval, minBackoff, false, time.Hour, true); got != minBackoff {
+		t.Errorf("publishing: delay %v, want %v", got, minBackoff)
+	}
+	if got := verifyDelay(interval, minBackoff, true, 0, true); got != interval {
+		t.Errorf("verified while publishing: delay %v, want %v", got, interval)
 	}
 }
 
@@ -156,7 +164,7 @@ func TestSendingDomainOlderIsATotalOrder(t *testing.T) {
 	a := &v1alpha1.SendingDomain{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "x", CreationTimestamp: t0}}
 	b := &v1alpha1.SendingDomain{ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "x", CreationTimestamp: t0}}
 	c := &v1alpha1.SendingDomain{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "x", CreationTimestamp: metav1.NewTime(t0.Add(-time.Second))}}
-	if !sendingDomainOlder(a, b) || sendingDomainOlder(b, a) || !sendingDomainOlder(c, a) || sendingDomainOlder(a, c) {
+	if !older(a, b) || older(b, a) || !older(c, a) || older(a, c) {
 		t.Fatal("order is not by creation time, then namespace/name")
 	}
 }

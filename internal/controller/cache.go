@@ -1,0 +1,26 @@
+package controller
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"mailroom.io/mailroom/internal/controller/apply"
+)
+
+// CacheOptions is how the manager caches: Secrets only when mailroom wrote
+// them (labelled apply.ManagedByLabel=apply.ManagedByValue, which
+// apply.Object sets on every Secret), every other kind it reads in full.
+// A cluster's other Secrets (thousands, in some) never enter the manager's
+// memory; a Secret mailroom only reads, such as a user's TLS Secret,
+// smarthost credentials or a DKIM key made by hand, is read live through
+// the manager's APIReader (mgr.GetAPIReader()), since the cached client
+// would not find it.
+func CacheOptions() cache.Options {
+	return cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{apply.ManagedByLabel: apply.ManagedByValue})},
+		},
+	}
+}
