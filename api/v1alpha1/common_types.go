@@ -2,11 +2,11 @@ package v1alpha1
 
 // PoolReference names the RelayPool an object attaches to.
 type PoolReference struct {
-	// name of the RelayPool.
+	// name of the RelayPool: a DNS label of at most 40 characters starting
+	// with a letter, such as "transactional".
 	// +required
-	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="poolRef.name must be the name of a RelayPool (lowercase letters, digits, '-' and '.')"
+	// +kubebuilder:validation:MaxLength=40
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="poolRef.name must be the name of a RelayPool (lowercase letters, digits and '-', starting with a letter), e.g. transactional",messageExpression="size(self) == 0 ? 'poolRef.name is required: the name of the RelayPool, e.g. transactional' : 'poolRef.name must be the name of a RelayPool (lowercase letters, digits and -, starting with a letter), e.g. transactional'"
 	Name string `json:"name"`
 
 	// namespace of the RelayPool. Empty means the namespace of this object.
@@ -14,7 +14,7 @@ type PoolReference struct {
 	// spec.allowedNamespaces).
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="poolRef.namespace must be a namespace name (lowercase letters, digits and '-')"
+	// +kubebuilder:validation:XValidation:rule="size(self) == 0 || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="poolRef.namespace must be a namespace name (lowercase letters, digits and '-'), or empty for this object's namespace"
 	Namespace string `json:"namespace,omitempty"`
 }
 

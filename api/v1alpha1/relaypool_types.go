@@ -44,30 +44,36 @@ const (
 
 // RelayPoolSpec declares a fleet of relay pods.
 type RelayPoolSpec struct {
-	// replicas is the number of relay pods. Each pod owns its own queue
-	// volume. 0 stops the pool (queued mail stays on the volumes).
+	// replicas is the number of relay pods, an integer such as 2 (not
+	// quoted), 0 or more. Each pod owns its own queue volume. 0 stops the
+	// pool (queued mail stays on the volumes). The scale subresource checks
+	// it (kubectl scale, autoscalers).
 	// +optional
 	// +kubebuilder:default=1
-	// +kubebuilder:validation:XValidation:rule="self >= 0",message="replicas must be 0 or more"
 	Replicas *int32 `json:"replicas,omitempty"`
 
 	// hostname the relays use in EHLO, Received headers, DSNs and as the
 	// TLS server name, such as "relay.example.com". It should resolve to the
 	// pool's sendingIPs and have matching reverse DNS.
+	// An internationalized name is written in its xn-- (punycode) form.
 	// +required
-	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule="self.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')",message="hostname must be a lowercase fully qualified DNS name without a trailing dot, e.g. relay.example.com"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",message="hostname must be a lowercase fully qualified DNS name without a trailing dot, e.g. relay.example.com",messageExpression="size(self) == 0 ? 'hostname is required: the DNS name of the relays, e.g. relay.example.com' : self.matches('[[:^ascii:]]') ? 'hostname must be ASCII: write an internationalized name in its xn-- (punycode) form, e.g. relay.xn--mnchen-3ya.de' : isIP(self) ? 'hostname must be a DNS name, not an IP address: receivers check that the EHLO name resolves to the sending IP, e.g. relay.example.com' : 'hostname must be a lowercase fully qualified DNS name without a trailing dot, e.g. relay.example.com'"
 	Hostname string `json:"hostname"`
 
 	// image of the relay. Empty: the relay image matching the operator's
 	// version (recommended).
 	// +optional
 	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="!self.matches('[[:space:][:cntrl:]]')",message="image must be an image reference such as ghcr.io/example/mailroom-relay:v1.2.3, without spaces or control characters; empty means the relay image matching the operator"
 	Image string `json:"image,omitempty"`
 
-	// resources of each relay container.
+	// resources of each relay container. A request must not exceed the
+	// limit of the same resource.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!has(self.requests) || !has(self.limits) || !('cpu' in self.requests) || !('cpu' in self.limits) || !isQuantity(string(self.requests['cpu'])) || !isQuantity(string(self.limits['cpu'])) || !quantity(string(self.requests['cpu'])).isGreaterThan(quantity(string(self.limits['cpu'])))",message="resources.requests.cpu must not exceed resources.limits.cpu: raise the limit or lower the request"
+	// +kubebuilder:validation:XValidation:rule="!has(self.requests) || !has(self.limits) || !('memory' in self.requests) || !('memory' in self.limits) || !isQuantity(string(self.requests['memory'])) || !isQuantity(string(self.limits['memory'])) || !quantity(string(self.requests['memory'])).isGreaterThan(quantity(string(self.limits['memory'])))",message="resources.requests.memory must not exceed resources.limits.memory: raise the limit or lower the request"
+	// +kubebuilder:validation:XValidation:rule="!has(self.requests) || !has(self.limits) || !('ephemeral-storage' in self.requests) || !('ephemeral-storage' in self.limits) || !isQuantity(string(self.requests['ephemeral-storage'])) || !isQuantity(string(self.limits['ephemeral-storage'])) || !quantity(string(self.requests['ephemeral-storage'])).isGreaterThan(quantity(string(self.limits['ephemeral-storage'])))",message="resources.requests.ephemeral-storage must not exceed resources.limits.ephemeral-storage: raise the limit or lower the request"
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 
 	// storage of each pod's queue volume.
@@ -91,13 +97,15 @@ type RelayPoolSpec struct {
 	// +kubebuilder:default={}
 	Delivery DeliverySpec `json:"delivery,omitempty"`
 
-	// sendingIPs are the public addresses the pool's mail leaves from. They
-	// are published in the SPF record of every domain on this pool.
+	// sendingIPs are the public addresses the pool's mail leaves from, such
+	// as "203.0.113.10", "2001:db8::25" or a range "203.0.113.0/28". They
+	// are published in the SPF record of every domain on this pool, so a
+	// range may be at most a /16 (IPv4) or a /32 (IPv6).
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:items:MaxLength=64
-	// +kubebuilder:validation:XValidation:rule="self.all(ip, isIP(ip) || isCIDR(ip))",message="sendingIPs entries must be IPv4 or IPv6 addresses (or CIDR ranges), e.g. 203.0.113.10"
+	// +kubebuilder:validation:items:XValidation:rule="isIP(self) || (isCIDR(self) && cidr(self).prefixLength() >= (cidr(self).ip().family() == 4 ? 16 : 32))",message="sendingIPs entries must be IPv4 or IPv6 addresses or CIDR ranges, e.g. 203.0.113.10 or 203.0.113.0/28",messageExpression="isCIDR(self) ? 'sendingIPs entry ' + self + ' is too broad: SPF would authorize ' + (cidr(self).prefixLength() == 0 ? 'the whole Internet' : 'far more hosts than a relay pool uses') + '; list the egress addresses, or ranges of at least /16 (IPv4) or /32 (IPv6)' : 'sendingIPs entries must be IPv4 or IPv6 addresses or CIDR ranges, e.g. 203.0.113.10 or 203.0.113.0/28, not host names'"
 	SendingIPs []string `json:"sendingIPs,omitempty"`
 
 	// service exposes the pool outside the cluster, in addition to the
@@ -120,6 +128,7 @@ type RelayPoolSpec struct {
 }
 
 // ExternalServiceSpec is the pool's Service for clients outside the cluster.
+// +kubebuilder:validation:XValidation:rule="!has(self.loadBalancerSourceRanges) || size(self.loadBalancerSourceRanges) == 0 || !has(self.type) || self.type == 'LoadBalancer'",fieldPath=".loadBalancerSourceRanges",message="service.loadBalancerSourceRanges only apply to type LoadBalancer: a NodePort Service would be open to every client; use type LoadBalancer or remove the ranges"
 type ExternalServiceSpec struct {
 	// type of the Service: LoadBalancer or NodePort.
 	// +optional
@@ -128,7 +137,11 @@ type ExternalServiceSpec struct {
 	Type corev1.ServiceType `json:"type,omitempty"`
 
 	// annotations for the Service, e.g. a cloud load balancer's settings.
+	// Keys are Kubernetes annotation keys: an optional DNS prefix and a
+	// name, such as "service.beta.kubernetes.io/aws-load-balancer-type".
 	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || size(k.split('/')[0]) <= 253))",message="service.annotations keys must be annotation keys: an optional DNS prefix and '/' then a name of at most 63 letters, digits, '-', '_' or '.', e.g. service.beta.kubernetes.io/aws-load-balancer-type"
 	Annotations map[string]string `json:"annotations,omitempty"`
 
 	// externalTrafficPolicy: Local keeps the client's source address (and
@@ -138,23 +151,28 @@ type ExternalServiceSpec struct {
 	// +kubebuilder:validation:Enum=Local;Cluster
 	ExternalTrafficPolicy corev1.ServiceExternalTrafficPolicy `json:"externalTrafficPolicy,omitempty"`
 
-	// loadBalancerSourceRanges limits which client networks may connect.
+	// loadBalancerSourceRanges limits which client networks may connect,
+	// as CIDRs such as "198.51.100.0/24" (type LoadBalancer only).
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="service.loadBalancerSourceRanges entries must be CIDRs such as 198.51.100.0/24 (a single address is 198.51.100.7/32)"
 	LoadBalancerSourceRanges []string `json:"loadBalancerSourceRanges,omitempty"`
 }
 
 // ProxyProtocolSpec says where PROXY protocol headers are accepted from.
 type ProxyProtocolSpec struct {
 	// trustedCIDRs are the load balancer addresses whose connections must
-	// carry a PROXY header. A header from any other address is refused.
+	// carry a PROXY header, as CIDRs such as "10.0.0.0/16". A header from
+	// any other address is refused. Trusting every address (0.0.0.0/0,
+	// ::/0) is refused: any client could then forge its source address.
 	// +required
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self) && cidr(self).prefixLength() > 0",message="proxyProtocol.trustedCIDRs entries must be CIDRs of the load balancers, such as 10.0.0.0/16",messageExpression="isCIDR(self) ? 'proxyProtocol.trustedCIDRs entry ' + self + ' trusts every address: any client could forge its source address in a PROXY header; list the load balancers, e.g. 10.0.0.0/16' : 'proxyProtocol.trustedCIDRs entries must be CIDRs of the load balancers, such as 10.0.0.0/16 (a single address is 10.0.0.7/32)'"
 	TrustedCIDRs []string `json:"trustedCIDRs"`
 }
 
@@ -179,27 +197,38 @@ type NetworkPolicySpec struct {
 type PeerSelector struct {
 	// namespaceSelector selects namespaces; empty selects all.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="networkPolicy.metricsFrom.namespaceSelector.matchExpressions operators must be In, NotIn, Exists or DoesNotExist (case matters)"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, !(e.operator in ['In', 'NotIn']) || (has(e.values) && size(e.values) > 0))",message="networkPolicy.metricsFrom.namespaceSelector.matchExpressions with In or NotIn need at least one value"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, !(e.operator in ['Exists', 'DoesNotExist']) || !has(e.values) || size(e.values) == 0)",message="networkPolicy.metricsFrom.namespaceSelector.matchExpressions with Exists or DoesNotExist take no values"
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 	// podSelector selects pods in those namespaces; empty selects all.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="networkPolicy.metricsFrom.podSelector.matchExpressions operators must be In, NotIn, Exists or DoesNotExist (case matters)"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, !(e.operator in ['In', 'NotIn']) || (has(e.values) && size(e.values) > 0))",message="networkPolicy.metricsFrom.podSelector.matchExpressions with In or NotIn need at least one value"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, !(e.operator in ['Exists', 'DoesNotExist']) || !has(e.values) || size(e.values) == 0)",message="networkPolicy.metricsFrom.podSelector.matchExpressions with Exists or DoesNotExist take no values"
 	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
 }
 
 // StorageSpec is the queue volume of each relay pod.
+// +kubebuilder:validation:XValidation:rule="(has(self.storageClassName) && size(self.storageClassName) > 0) == (has(oldSelf.storageClassName) && size(oldSelf.storageClassName) > 0) && (!has(self.storageClassName) || size(self.storageClassName) == 0 || self.storageClassName == oldSelf.storageClassName)",fieldPath=".storageClassName",message="storage.storageClassName cannot be changed: a StatefulSet cannot move its queue volumes to another StorageClass; create a new RelayPool instead",messageExpression="'storage.storageClassName cannot be changed (from ' + (has(oldSelf.storageClassName) && size(oldSelf.storageClassName) > 0 ? oldSelf.storageClassName : 'the default StorageClass') + ' to ' + (has(self.storageClassName) && size(self.storageClassName) > 0 ? self.storageClassName : 'the default StorageClass') + '): a StatefulSet cannot move its queue volumes to another StorageClass; create a new RelayPool instead'"
 type StorageSpec struct {
-	// size of each pod's queue volume, as a Kubernetes quantity such as
-	// "5Gi". The relay stops accepting mail (4xx, never losing any) when it
-	// is nearly full.
+	// size of each pod's queue volume, as a Kubernetes quantity string such
+	// as "5Gi" (at least 512Mi). The relay keeps 256Mi free as a reserve
+	// and stops accepting mail (4xx, never losing any) when it is nearly
+	// full. It can grow but not shrink.
 	// +optional
 	// +kubebuilder:default="5Gi"
 	// +kubebuilder:validation:MaxLength=32
-	// +kubebuilder:validation:XValidation:rule="isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",message="storage.size must be a positive Kubernetes quantity such as 5Gi or 500Mi"
+	// +kubebuilder:validation:XValidation:rule="isQuantity(self) && !quantity(self).isLessThan(quantity('512Mi'))",message="storage.size must be a Kubernetes quantity of at least 512Mi, such as 5Gi",messageExpression="isQuantity(self) ? 'storage.size (' + self + ') must be at least 512Mi: the relay keeps 256Mi free as a reserve and refuses mail below it, so a smaller volume could hold almost no mail' : 'storage.size must be a Kubernetes quantity such as 5Gi or 512Mi'"
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(self) || !isQuantity(oldSelf) || !quantity(self).isLessThan(quantity(oldSelf))",message="storage.size cannot shrink: a StatefulSet cannot shrink its queue volumes",messageExpression="'storage.size cannot shrink (from ' + oldSelf + ' to ' + self + '): a StatefulSet cannot shrink its queue volumes; keep ' + oldSelf + ' or more'"
 	Size string `json:"size,omitempty"`
 
-	// storageClassName of the queue volumes. Empty: the cluster's default
-	// StorageClass.
+	// storageClassName of the queue volumes, a StorageClass name such as
+	// "fast-ssd". Empty: the cluster's default StorageClass. It cannot be
+	// changed once the pool exists.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="size(self) == 0 || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="storage.storageClassName must be a StorageClass name: lowercase letters, digits, '-' and '.', e.g. fast-ssd; empty means the default StorageClass"
 	StorageClassName string `json:"storageClassName,omitempty"`
 
 	// whenDeleted says what happens to the queue volumes when the pool is
@@ -222,7 +251,8 @@ const (
 
 // AllowedNamespaces selects namespaces, in the style of Gateway API's
 // allowedRoutes.
-// +kubebuilder:validation:XValidation:rule="!has(self.from) || self.from != 'Selector' || has(self.selector)",message="allowedNamespaces.selector is required when from is Selector"
+// +kubebuilder:validation:XValidation:rule="!has(self.from) || self.from != 'Selector' || (has(self.selector) && ((has(self.selector.matchLabels) && size(self.selector.matchLabels) > 0) || (has(self.selector.matchExpressions) && size(self.selector.matchExpressions) > 0)))",fieldPath=".selector",reason="FieldValueRequired",message="allowedNamespaces.selector is required when from is Selector, e.g. {matchLabels: {mail: enabled}}; an empty selector would admit every namespace (say from: All for that)"
+// +kubebuilder:validation:XValidation:rule="(has(self.from) && self.from == 'Selector') || !has(self.selector) || ((!has(self.selector.matchLabels) || size(self.selector.matchLabels) == 0) && (!has(self.selector.matchExpressions) || size(self.selector.matchExpressions) == 0))",fieldPath=".selector",reason="FieldValueForbidden",message="allowedNamespaces.selector is only used when from is Selector: set from: Selector, or remove selector",messageExpression="'allowedNamespaces.selector is only used when from is Selector, but from is ' + (has(self.from) ? self.from : 'Same') + (!has(self.from) || self.from == 'Same' ? ' (the default)' : \"\") + ': set from: Selector, or remove selector'"
 type AllowedNamespaces struct {
 	// from is Same (only the pool's namespace), All, or Selector
 	// (namespaces whose labels match selector).
@@ -230,41 +260,52 @@ type AllowedNamespaces struct {
 	// +kubebuilder:default=Same
 	From NamespacesFrom `json:"from,omitempty"`
 
-	// selector of namespaces, when from is Selector.
+	// selector of namespaces, when from is Selector, such as
+	// {matchLabels: {mail: enabled}}.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="allowedNamespaces.selector.matchExpressions operators must be In, NotIn, Exists or DoesNotExist (case matters)"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, !(e.operator in ['In', 'NotIn']) || (has(e.values) && size(e.values) > 0))",message="allowedNamespaces.selector.matchExpressions with In or NotIn need at least one value"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, !(e.operator in ['Exists', 'DoesNotExist']) || !has(e.values) || size(e.values) == 0)",message="allowedNamespaces.selector.matchExpressions with Exists or DoesNotExist take no values"
 	Selector *metav1.LabelSelector `json:"selector,omitempty"`
 }
 
 // SubmissionSpec configures the submission listeners.
-// +kubebuilder:validation:XValidation:rule="!has(self.starttlsPort) || !has(self.implicitTLSPort) || self.starttlsPort != self.implicitTLSPort",message="submission.starttlsPort and submission.implicitTLSPort must be different ports"
+// +kubebuilder:validation:XValidation:rule="!has(self.starttlsPort) || !has(self.implicitTLSPort) || self.starttlsPort != self.implicitTLSPort || self.implicitTLSPort == 465",fieldPath=".implicitTLSPort",message="submission.implicitTLSPort must differ from submission.starttlsPort (587 unless set): the two listeners need different ports"
+// +kubebuilder:validation:XValidation:rule="!has(self.starttlsPort) || !has(self.implicitTLSPort) || self.starttlsPort != self.implicitTLSPort || self.implicitTLSPort != 465",fieldPath=".starttlsPort",message="submission.starttlsPort must differ from submission.implicitTLSPort (465 unless set): the two listeners need different ports"
 type SubmissionSpec struct {
-	// starttlsPort is the submission port (RFC 6409). Clients must issue
-	// STARTTLS before AUTH.
+	// starttlsPort is the submission port (RFC 6409), an integer such as
+	// 587. Clients must issue STARTTLS before AUTH. The relay's own ports
+	// 8080 (HTTP), 8081 (admin) and 8443 (peer) cannot be used.
 	// +optional
 	// +kubebuilder:default=587
 	// +kubebuilder:validation:XValidation:rule="self >= 1 && self <= 65535",message="submission.starttlsPort must be a port between 1 and 65535"
+	// +kubebuilder:validation:XValidation:rule="!(self in [8080, 8081, 8443])",message="submission.starttlsPort cannot be 8080, 8081 or 8443: the relay listens there itself (HTTP for metrics and health, the admin API, the pool's internal peer path)"
 	StartTLSPort int32 `json:"starttlsPort,omitempty"`
 
-	// implicitTLSPort is the submissions port (RFC 8314): TLS from the
-	// first byte.
+	// implicitTLSPort is the submissions port (RFC 8314), an integer such
+	// as 465: TLS from the first byte. The relay's own ports 8080, 8081 and
+	// 8443 cannot be used.
 	// +optional
 	// +kubebuilder:default=465
 	// +kubebuilder:validation:XValidation:rule="self >= 1 && self <= 65535",message="submission.implicitTLSPort must be a port between 1 and 65535"
+	// +kubebuilder:validation:XValidation:rule="!(self in [8080, 8081, 8443])",message="submission.implicitTLSPort cannot be 8080, 8081 or 8443: the relay listens there itself (HTTP for metrics and health, the admin API, the pool's internal peer path)"
 	ImplicitTLSPort int32 `json:"implicitTLSPort,omitempty"`
 
 	// tls selects the server certificate.
 	// +optional
 	TLS SubmissionTLS `json:"tls,omitempty"`
 
-	// maxMessageSize is the largest message accepted, as a quantity such
-	// as "25Mi". Larger ones are refused with 552 5.3.4.
+	// maxMessageSize is the largest message accepted, as a quantity string
+	// between "1Ki" and "1Gi" such as "25Mi" (a plain byte count must be
+	// quoted: "26214400"). Larger messages are refused with 552 5.3.4.
 	// +optional
 	// +kubebuilder:default="25Mi"
 	// +kubebuilder:validation:MaxLength=32
-	// +kubebuilder:validation:XValidation:rule="isQuantity(self) && quantity(self).isGreaterThan(quantity('1Ki')) && quantity(self).isLessThan(quantity('1Gi'))",message="submission.maxMessageSize must be a quantity between 1Ki and 1Gi, such as 25Mi"
+	// +kubebuilder:validation:XValidation:rule="isQuantity(self) && !quantity(self).isLessThan(quantity('1Ki')) && !quantity(self).isGreaterThan(quantity('1Gi'))",message="submission.maxMessageSize must be a quantity between 1Ki and 1Gi (both included), such as 25Mi"
 	MaxMessageSize string `json:"maxMessageSize,omitempty"`
 
-	// maxRecipients is the most recipients one message may have.
+	// maxRecipients is the most recipients one message may have, an
+	// integer from 1 to 10000.
 	// +optional
 	// +kubebuilder:default=100
 	// +kubebuilder:validation:XValidation:rule="self >= 1 && self <= 10000",message="submission.maxRecipients must be between 1 and 10000"
@@ -283,7 +324,8 @@ type SubmissionTLS struct {
 }
 
 // DeliverySpec configures outbound delivery.
-// +kubebuilder:validation:XValidation:rule="!has(self.mode) || self.mode != 'Smarthost' || (has(self.smarthost) && has(self.smarthost.host) && size(self.smarthost.host) > 0)",message="delivery.smarthost.host is required when delivery.mode is Smarthost"
+// +kubebuilder:validation:XValidation:rule="!has(self.mode) || self.mode != 'Smarthost' || (has(self.smarthost) && has(self.smarthost.host) && size(self.smarthost.host) > 0)",fieldPath=".smarthost.host",reason="FieldValueRequired",message="delivery.smarthost.host is required when delivery.mode is Smarthost, e.g. email-smtp.eu-west-1.amazonaws.com"
+// +kubebuilder:validation:XValidation:rule="(has(self.mode) && self.mode == 'Smarthost') || !has(self.smarthost) || ((!has(self.smarthost.host) || size(self.smarthost.host) == 0) && !has(self.smarthost.credentialsSecretRef))",fieldPath=".mode",message="delivery.smarthost is only used when delivery.mode is Smarthost: set mode: Smarthost, or remove smarthost",messageExpression="'delivery.smarthost' + (has(self.smarthost.host) && size(self.smarthost.host) > 0 ? ' (' + self.smarthost.host + ')' : \"\") + ' is only used when delivery.mode is Smarthost, but mode is ' + (has(self.mode) ? self.mode : 'Direct') + (!has(self.mode) || self.mode == 'Direct' ? ' (the default)' : \"\") + ': set mode: Smarthost, or remove smarthost'"
 type DeliverySpec struct {
 	// mode is Direct (look up each recipient domain's MX) or Smarthost
 	// (send everything through delivery.smarthost, e.g. where port 25 is
@@ -302,19 +344,19 @@ type DeliverySpec struct {
 	Retry RetrySpec `json:"retry,omitempty"`
 
 	// maxConnectionsPerDomain caps concurrent connections from one relay
-	// pod to one destination domain.
+	// pod to one destination domain, an integer from 1 to 1000.
 	// +optional
 	// +kubebuilder:default=10
 	// +kubebuilder:validation:XValidation:rule="self >= 1 && self <= 1000",message="delivery.maxConnectionsPerDomain must be between 1 and 1000"
 	MaxConnectionsPerDomain int32 `json:"maxConnectionsPerDomain,omitempty"`
 
-	// resolvers for MX lookups, as "ip" or "ip:port". Empty: the pod's
-	// resolv.conf.
+	// resolvers for MX lookups, as "ip", "ip:port" or "[ipv6]:port", such
+	// as "10.0.0.10:53". Empty: the pod's resolv.conf.
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=8
 	// +kubebuilder:validation:items:MaxLength=64
-	// +kubebuilder:validation:XValidation:rule="self.all(r, isIP(r) || r.matches('^[0-9]{1,3}([.][0-9]{1,3}){3}:[0-9]{1,5}$') || (r.startsWith('[') && r.contains(']:') && isIP(r.substring(1, r.indexOf(']'))) && r.substring(r.indexOf(']:') + 2).matches('^[0-9]{1,5}$')))",message="delivery.resolvers entries must be IP addresses, optionally with a port: 10.0.0.10, 10.0.0.10:53 or [fd00::10]:53"
+	// +kubebuilder:validation:items:XValidation:rule="isIP(self) || (self.matches('^[0-9.]+:[0-9]{1,5}$') && isIP(self.substring(0, self.lastIndexOf(':'))) && int(self.substring(self.lastIndexOf(':') + 1)) >= 1 && int(self.substring(self.lastIndexOf(':') + 1)) <= 65535) || (self.matches('^[[][0-9a-fA-F:.]+[]]:[0-9]{1,5}$') && isIP(self.substring(1, self.lastIndexOf(']'))) && int(self.substring(self.lastIndexOf(':') + 1)) >= 1 && int(self.substring(self.lastIndexOf(':') + 1)) <= 65535)",message="delivery.resolvers entries must be IP addresses, optionally with a port from 1 to 65535: 10.0.0.10, 10.0.0.10:53 or [fd00::10]:53"
 	Resolvers []string `json:"resolvers,omitempty"`
 }
 
@@ -322,13 +364,14 @@ type DeliverySpec struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.tls) || self.tls != 'Opportunistic' || !has(self.credentialsSecretRef)",message="delivery.smarthost.tls cannot be Opportunistic when credentialsSecretRef is set: credentials are never sent in cleartext"
 type SmarthostSpec struct {
 	// host name or IP address of the smarthost, such as
-	// "email-smtp.eu-west-1.amazonaws.com".
+	// "email-smtp.eu-west-1.amazonaws.com" (an internationalized name in
+	// its xn-- form). Required in Smarthost mode.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule="self == '' || isIP(self) || self.matches('^([a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?[.])*[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?$')",message="delivery.smarthost.host must be a host name or an IP address, without a port (set port separately)"
+	// +kubebuilder:validation:XValidation:rule="self == '' || isIP(self) || self.matches('^([a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?[.])*[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?$')",message="delivery.smarthost.host must be a host name or an IP address, without a port (set port separately)",messageExpression="self.matches('[[:^ascii:]]') ? 'delivery.smarthost.host must be ASCII: write an internationalized name in its xn-- (punycode) form' : 'delivery.smarthost.host must be a host name or an IP address, without a port (set port separately)'"
 	Host string `json:"host,omitempty"`
 
-	// port of the smarthost.
+	// port of the smarthost, an integer such as 587.
 	// +optional
 	// +kubebuilder:default=587
 	// +kubebuilder:validation:XValidation:rule="self >= 1 && self <= 65535",message="delivery.smarthost.port must be a port between 1 and 65535"
@@ -357,9 +400,13 @@ type SecretReference struct {
 }
 
 // RetrySpec configures retries of temporarily failed deliveries.
+// +kubebuilder:validation:XValidation:rule="!has(self.maxAge) || !has(self.schedule) || size(self.schedule) == 0 || !self.maxAge.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || !self.schedule[0].matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.maxAge) > duration(self.schedule[0])",fieldPath=".maxAge",message="delivery.retry.maxAge must be longer than the first step of delivery.retry.schedule: mail would expire before its first retry",messageExpression="'delivery.retry.maxAge (' + self.maxAge + (duration(self.maxAge) == duration('120h') ? ', the default' : \"\") + ') must be longer than the first retry step (' + self.schedule[0] + (self.schedule == ['1m', '5m', '15m', '30m', '1h'] ? ' of the default schedule' : \"\") + '): mail would expire before its first retry'"
+// +kubebuilder:validation:XValidation:rule="!has(self.maxAge) || !has(self.delayWarningAfter) || !self.maxAge.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || !self.delayWarningAfter.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || (has(self.schedule) && size(self.schedule) > 0 && self.schedule[0].matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self.maxAge) <= duration(self.schedule[0])) || duration(self.delayWarningAfter) == duration('0s') || duration(self.delayWarningAfter) < duration(self.maxAge) || duration(self.delayWarningAfter) != duration('4h')",fieldPath=".maxAge",message="delivery.retry.maxAge must be longer than delivery.retry.delayWarningAfter (4h, the default): set delayWarningAfter shorter, or 0 to disable delay reports",messageExpression="'delivery.retry.maxAge (' + self.maxAge + ') must be longer than delayWarningAfter (4h, the default), or the delay report would never be sent: set delayWarningAfter shorter, or \"0\" to disable delay reports'"
+// +kubebuilder:validation:XValidation:rule="!has(self.maxAge) || !has(self.delayWarningAfter) || !self.maxAge.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || !self.delayWarningAfter.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || (has(self.schedule) && size(self.schedule) > 0 && self.schedule[0].matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self.maxAge) <= duration(self.schedule[0])) || duration(self.delayWarningAfter) == duration('0s') || duration(self.delayWarningAfter) < duration(self.maxAge) || duration(self.delayWarningAfter) == duration('4h')",fieldPath=".delayWarningAfter",message="delivery.retry.delayWarningAfter must be shorter than delivery.retry.maxAge, or 0 to disable delay reports",messageExpression="'delivery.retry.delayWarningAfter (' + self.delayWarningAfter + ') must be shorter than maxAge (' + self.maxAge + (duration(self.maxAge) == duration('120h') ? ', the default' : \"\") + '), or the delay report would never be sent; \"0\" disables delay reports'"
 type RetrySpec struct {
-	// schedule is the wait before each retry, as Go durations; the last
-	// step repeats. Each wait is jittered so that retries spread out.
+	// schedule is the wait before each retry, as Go duration strings such
+	// as ["1m", "5m", "1h"] (units h, m, s; no d); the last step repeats.
+	// Each wait is jittered so that retries spread out.
 	// +optional
 	// +kubebuilder:default={"1m","5m","15m","30m","1h"}
 	// +listType=atomic
@@ -368,7 +415,8 @@ type RetrySpec struct {
 	Schedule []RetryStep `json:"schedule,omitempty"`
 
 	// maxAge is how long delivery is retried before the sender gets a
-	// failure report (DSN), such as "120h".
+	// failure report (DSN), as a Go duration string such as "120h" (5 days;
+	// units h, m, s; no d). It must be longer than the first retry step.
 	// +optional
 	// +kubebuilder:default="120h"
 	// +kubebuilder:validation:Type=string
@@ -377,7 +425,9 @@ type RetrySpec struct {
 	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
 
 	// delayWarningAfter sends the sender one "delayed" report (DSN) when a
-	// message is still undelivered after this long. "0" disables it.
+	// message is still undelivered after this long, as a Go duration string
+	// such as "4h"; "0" (quoted) disables it. It must be shorter than
+	// maxAge.
 	// +optional
 	// +kubebuilder:default="4h"
 	// +kubebuilder:validation:Type=string
@@ -386,7 +436,8 @@ type RetrySpec struct {
 	DelayWarningAfter *metav1.Duration `json:"delayWarningAfter,omitempty"`
 }
 
-// RetryStep is one wait of a retry schedule, a Go duration such as "5m".
+// RetryStep is one wait of a retry schedule, a Go duration string such as
+// "5m" (units h, m, s; no d).
 // +kubebuilder:validation:Type=string
 // +kubebuilder:validation:MaxLength=32
 // +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')",message="delivery.retry.schedule entries must be positive durations such as 5m or 1h (units: h, m, s)"
@@ -445,9 +496,11 @@ type RelayPoolStatus struct {
 	// +optional
 	AppliedRevision int64 `json:"appliedRevision,omitempty"`
 
-	// domains and credentials count what the rendered configuration holds.
+	// domains counts the SendingDomains the rendered configuration holds.
 	// +optional
 	Domains int32 `json:"domains,omitempty"`
+	// credentials counts the SMTPCredentials the rendered configuration
+	// holds.
 	// +optional
 	Credentials int32 `json:"credentials,omitempty"`
 
@@ -467,7 +520,11 @@ type RelayPoolStatus struct {
 // volume per pod) behind a Service. Applications use its endpoint as SMTP
 // host with an SMTPCredential.
 //
+// The name is a DNS label of at most 40 characters starting with a letter:
+// it names the pool's Service (<name>-relay), StatefulSet and pods.
+//
 // +kubebuilder:object:root=true
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 40 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name of a RelayPool must be a DNS label of at most 40 characters starting with a letter (lowercase letters, digits and '-'), e.g. transactional: it names the pool's Service <name>-relay, StatefulSet and pods"
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=rpool,categories=mailroom

@@ -60,16 +60,16 @@ const (
 )
 
 // SendingDomainSpec declares a domain the cluster may send mail for.
-// +kubebuilder:validation:XValidation:rule="!has(self.spf) || !has(self.spf.recordName) || size(self.spf.recordName) == 0 || self.spf.recordName == self.domain || self.spf.recordName.endsWith('.' + self.domain)",message="spf.recordName must be the domain itself or a name under it"
+// +kubebuilder:validation:XValidation:rule="!has(self.spf) || !has(self.spf.recordName) || size(self.spf.recordName) == 0 || !self.spf.recordName.matches('^([a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9])?[.])+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$') || self.spf.recordName == self.domain || self.spf.recordName.endsWith('.' + self.domain)",fieldPath=".spf.recordName",message="spf.recordName must be the domain itself or a name under it",messageExpression="'spf.recordName (' + self.spf.recordName + ') must be the domain itself (' + self.domain + ') or a name under it, e.g. bounce.' + self.domain"
+// +kubebuilder:validation:XValidation:rule="!has(self.spf) || !has(self.spf.include) || !self.spf.include.exists(n, n.lowerAscii() == ((has(self.spf.recordName) && size(self.spf.recordName) > 0) ? self.spf.recordName : self.domain))",fieldPath=".spf.include",message="spf.include must not list the name the SPF record is published at: a record that includes itself is a loop receivers reject (permerror)",messageExpression="'spf.include must not list ' + self.spf.include.filter(n, n.lowerAscii() == ((has(self.spf.recordName) && size(self.spf.recordName) > 0) ? self.spf.recordName : self.domain))[0] + ', the name this SPF record is published at: a record that includes itself is a loop receivers reject (permerror); list other senders only, e.g. _spf.google.com'"
 type SendingDomainSpec struct {
 	// domain is the mail domain, as it appears after the @ in From
 	// addresses: a lowercase DNS name without a trailing dot, such as
-	// "example.com". It cannot be changed; create another SendingDomain for
-	// another domain.
+	// "example.com" (an internationalized domain in its xn-- form). It
+	// cannot be changed; create another SendingDomain for another domain.
 	// +required
-	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule="self.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')",message="domain must be a lowercase DNS name with at least two labels and no trailing dot, e.g. example.com"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",message="domain must be a lowercase DNS name with at least two labels and no trailing dot, e.g. example.com",messageExpression="size(self) == 0 ? 'domain is required: the mail domain, e.g. example.com' : self.matches('[[:^ascii:]]') ? 'domain must be ASCII: write an internationalized domain in its xn-- (punycode) form, e.g. xn--mnchen-3ya.de' : isIP(self) ? 'domain must be a DNS name, not an IP address, e.g. example.com' : 'domain must be a lowercase DNS name with at least two labels and no trailing dot, e.g. example.com'"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="domain is immutable; create a new SendingDomain for a different domain"
 	Domain string `json:"domain"`
 
@@ -116,7 +116,7 @@ type DKIMSpec struct {
 	// keys made by rotation always get generated selectors.
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="dkim.selector must be a DNS label: lowercase letters, digits and '-', not starting or ending with '-', e.g. mail2026"
+	// +kubebuilder:validation:XValidation:rule="size(self) == 0 || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="dkim.selector must be a DNS label: lowercase letters, digits and '-', not starting or ending with '-', e.g. mail2026; empty lets the operator pick one"
 	Selector string `json:"selector,omitempty"`
 
 	// rotation replaces the key on a schedule. Omitted: the key is never
@@ -129,25 +129,33 @@ type DKIMSpec struct {
 // beside the active one, made active once it resolves, and the old record
 // stays published for the overlap so mail signed before the switch still
 // verifies.
-// +kubebuilder:validation:XValidation:rule="!has(self.interval) || !has(self.overlap) || !self.interval.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || !self.overlap.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.overlap) < duration(self.interval)",message="dkim.rotation.overlap must be shorter than dkim.rotation.interval"
+//
+// The overlap must be at least 120h: mail signed with the old key may wait
+// in a pool's queue up to the pool's delivery.retry.maxAge (120h by
+// default) and must still verify when it arrives. A pool with a longer
+// maxAge needs a longer overlap (the operator warns).
+// +kubebuilder:validation:XValidation:rule="!has(self.interval) || !has(self.overlap) || !self.interval.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || !self.overlap.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.interval) < duration('168h') || duration(self.overlap) < duration('120h') || duration(self.overlap) < duration(self.interval) || duration(self.overlap) != duration('168h')",fieldPath=".interval",message="dkim.rotation.interval must be longer than dkim.rotation.overlap (168h, the default)",messageExpression="'dkim.rotation.interval (' + self.interval + ') must be longer than overlap (168h, the default): each key stays published for the overlap after it is replaced'"
+// +kubebuilder:validation:XValidation:rule="!has(self.interval) || !has(self.overlap) || !self.interval.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || !self.overlap.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.interval) < duration('168h') || duration(self.overlap) < duration('120h') || duration(self.overlap) < duration(self.interval) || duration(self.overlap) == duration('168h')",fieldPath=".overlap",message="dkim.rotation.overlap must be shorter than dkim.rotation.interval",messageExpression="'dkim.rotation.overlap (' + self.overlap + ') must be shorter than interval (' + self.interval + (duration(self.interval) == duration('2160h') ? ', the default' : \"\") + '): each key stays published for the overlap after it is replaced'"
 type DKIMRotation struct {
-	// interval is how long a key stays active, as a Go duration such as
-	// "2160h" (90 days).
+	// interval is how long a key stays active, as a Go duration string such
+	// as "2160h" (90 days; units h, m, s; no d), at least "168h" (7 days)
+	// and longer than overlap.
 	// +optional
 	// +kubebuilder:default="2160h"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
-	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')",message="dkim.rotation.interval must be a positive duration such as 2160h (units: h, m, s)"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('168h')",message="dkim.rotation.interval must be a positive duration of at least 168h (7 days), such as 2160h (units: h, m, s)",messageExpression="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') ? 'dkim.rotation.interval (' + self + ') must be at least 168h (7 days): the previous key stays published for the overlap (at least 120h) after each rotation, e.g. 2160h (90 days)' : 'dkim.rotation.interval must be a positive duration such as 2160h (units: h, m, s; no d)'"
 	Interval *metav1.Duration `json:"interval,omitempty"`
 
 	// overlap is how long the previous key's record stays published after
-	// the switch, as a Go duration such as "168h" (7 days), so that mail in
-	// flight signed with it still verifies.
+	// the switch, as a Go duration string such as "168h" (7 days; units h,
+	// m, s; no d), so that mail in flight signed with it still verifies.
+	// At least "120h", the default delivery.retry.maxAge of a pool.
 	// +optional
 	// +kubebuilder:default="168h"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
-	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$')",message="dkim.rotation.overlap must be a duration such as 168h (units: h, m, s)"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('120h')",message="dkim.rotation.overlap must be a duration of at least 120h, such as 168h (units: h, m, s)",messageExpression="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') ? 'dkim.rotation.overlap (' + self + ') must be at least 120h: mail signed with the old key can wait in the queue up to the pool delivery.retry.maxAge (120h by default) and must still verify on arrival' : 'dkim.rotation.overlap must be a duration such as 168h (units: h, m, s; no d)'"
 	Overlap *metav1.Duration `json:"overlap,omitempty"`
 }
 
@@ -164,17 +172,19 @@ type SPFSpec struct {
 	// bounce subdomain used as the envelope sender).
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule="self == '' || self.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')",message="spf.recordName must be a lowercase DNS name without a trailing dot"
+	// +kubebuilder:validation:XValidation:rule="self == '' || self.matches('^([a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9])?[.])+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",message="spf.recordName must be a lowercase DNS name without a trailing dot",messageExpression="self.matches('[[:^ascii:]]') ? 'spf.recordName must be ASCII: write an internationalized name in its xn-- (punycode) form' : 'spf.recordName must be a lowercase DNS name without a trailing dot, e.g. bounce.example.com; empty means the domain'"
 	RecordName string `json:"recordName,omitempty"`
 
-	// include lists other senders' SPF records to include, such as
-	// "_spf.google.com". Each costs at least one of SPF's 10 DNS lookups;
-	// the operator warns when the record would exceed them.
+	// include lists other senders' SPF records to include, as DNS names
+	// such as "_spf.google.com" (not IP addresses: those belong in the
+	// pool's sendingIPs; not this domain itself). Each costs at least one
+	// of SPF's 10 DNS lookups; the operator warns when the record would
+	// exceed them.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=10
 	// +kubebuilder:validation:items:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule="self.all(n, n.matches('^([a-zA-Z0-9_]([-a-zA-Z0-9_]{0,61}[a-zA-Z0-9])?[.])+[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?$'))",message="spf.include entries must be DNS names such as _spf.google.com, without 'include:'"
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^([a-zA-Z0-9_]([-a-zA-Z0-9_]{0,61}[a-zA-Z0-9])?[.])+[a-zA-Z]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?$')",message="spf.include entries must be DNS names such as _spf.google.com, without 'include:'",messageExpression="self.startsWith('include:') ? 'spf.include entries must be DNS names such as _spf.google.com, without include:' : isIP(self) || isCIDR(self) ? 'spf.include entries must be DNS names, not IP addresses (' + self + '): SPF include takes a domain; put the relay addresses in the RelayPool sendingIPs' : self.matches('[[:^ascii:]]') ? 'spf.include entries must be ASCII: write an internationalized name in its xn-- (punycode) form' : 'spf.include entries must be DNS names such as _spf.google.com, without include: and without a trailing dot'"
 	Include []string `json:"include,omitempty"`
 
 	// policy for hosts the record does not list: SoftFail (~all), Fail
@@ -197,7 +207,8 @@ type DMARCSpec struct {
 	// +kubebuilder:default=none
 	Policy DMARCPolicy `json:"policy,omitempty"`
 
-	// percent of failing mail the policy applies to (the pct= tag), 0-100.
+	// percent of failing mail the policy applies to (the pct= tag), an
+	// integer from 0 to 100.
 	// +optional
 	// +kubebuilder:default=100
 	// +kubebuilder:validation:XValidation:rule="self >= 0 && self <= 100",message="dmarc.percent must be between 0 and 100"
@@ -209,7 +220,7 @@ type DMARCSpec struct {
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=10
 	// +kubebuilder:validation:items:MaxLength=320
-	// +kubebuilder:validation:XValidation:rule="self.all(u, u.matches('^mailto:[^@,;! ]+@[^@,;! ]+$'))",message="dmarc.aggregateReportsTo entries must be mailto: URIs such as mailto:dmarc@example.com"
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^mailto:[-a-zA-Z0-9.#$%&*+/=?^_{|}~]+@([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",message="dmarc.aggregateReportsTo entries must be mailto: URIs such as mailto:dmarc@example.com, without spaces, control characters, commas, semicolons or !",messageExpression="!self.startsWith('mailto:') ? 'dmarc.aggregateReportsTo entries must be mailto: URIs such as mailto:dmarc@example.com' : self.matches('[[:^ascii:]]') ? 'dmarc.aggregateReportsTo entries must be ASCII: write the domain in its xn-- (punycode) form' : 'dmarc.aggregateReportsTo entries must be mailto: URIs with a lowercase domain, such as mailto:dmarc@example.com, without spaces, control characters, commas, semicolons or !'"
 	AggregateReportsTo []string `json:"aggregateReportsTo,omitempty"`
 
 	// alignment says how closely the DKIM signing domain and the SPF
@@ -236,7 +247,8 @@ type DMARCAlignment struct {
 
 // DNSSpec configures publishing and verification.
 type DNSSpec struct {
-	// ttl of the published records, in seconds.
+	// ttl of the published records, in seconds: an integer from 30 to
+	// 86400 such as 300 (not a duration like "5m").
 	// +optional
 	// +kubebuilder:default=300
 	// +kubebuilder:validation:XValidation:rule="self >= 30 && self <= 86400",message="dns.ttl must be between 30 and 86400 seconds"
@@ -258,18 +270,20 @@ type DNSSpec struct {
 
 // DNSVerifySpec configures DNS verification.
 type DNSVerifySpec struct {
-	// resolvers to query, as "ip" or "ip:port" ("[ipv6]:port"). Empty: the
-	// resolvers in the operator's resolv.conf. Point these at the
-	// authoritative servers to see changes before caches expire.
+	// resolvers to query, as "ip", "ip:port" or "[ipv6]:port", such as
+	// "10.0.0.10:53". Empty: the resolvers in the operator's resolv.conf.
+	// Point these at the authoritative servers to see changes before
+	// caches expire.
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=8
 	// +kubebuilder:validation:items:MaxLength=64
-	// +kubebuilder:validation:XValidation:rule="self.all(r, isIP(r) || r.matches('^[0-9]{1,3}([.][0-9]{1,3}){3}:[0-9]{1,5}$') || (r.startsWith('[') && r.contains(']:') && isIP(r.substring(1, r.indexOf(']'))) && r.substring(r.indexOf(']:') + 2).matches('^[0-9]{1,5}$')))",message="dns.verify.resolvers entries must be IP addresses, optionally with a port: 10.0.0.10, 10.0.0.10:53 or [fd00::10]:53"
+	// +kubebuilder:validation:items:XValidation:rule="isIP(self) || (self.matches('^[0-9.]+:[0-9]{1,5}$') && isIP(self.substring(0, self.lastIndexOf(':'))) && int(self.substring(self.lastIndexOf(':') + 1)) >= 1 && int(self.substring(self.lastIndexOf(':') + 1)) <= 65535) || (self.matches('^[[][0-9a-fA-F:.]+[]]:[0-9]{1,5}$') && isIP(self.substring(1, self.lastIndexOf(']'))) && int(self.substring(self.lastIndexOf(':') + 1)) >= 1 && int(self.substring(self.lastIndexOf(':') + 1)) <= 65535)",message="dns.verify.resolvers entries must be IP addresses, optionally with a port from 1 to 65535: 10.0.0.10, 10.0.0.10:53 or [fd00::10]:53"
 	Resolvers []string `json:"resolvers,omitempty"`
 
 	// interval between checks once the records verified, as a Go duration
-	// such as "10m". Failing checks are retried sooner, with backoff.
+	// string such as "10m" (units h, m, s), at least "1s". Failing checks
+	// are retried sooner, with backoff.
 	// +optional
 	// +kubebuilder:default="10m"
 	// +kubebuilder:validation:Type=string

@@ -14,14 +14,16 @@ type SMTPCredentialSpec struct {
 	// allowedSenders lists who this login may send as, checked against
 	// both the envelope sender and the From header: a domain
 	// ("example.com", any address at it) or one address
-	// ("noreply@shop.example.com"). Their domains must be SendingDomains of
-	// the pool.
+	// ("noreply@shop.example.com"). Entries are literal: no patterns
+	// ("*@example.com"), no URIs ("mailto:"). Domains are lowercase ASCII
+	// (an internationalized domain in its xn-- form) and must be
+	// SendingDomains of the pool.
 	// +required
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=100
 	// +kubebuilder:validation:items:MaxLength=320
 	// +kubebuilder:validation:XValidation:rule="size(self) > 0",message="allowedSenders needs at least one domain (example.com) or address (noreply@example.com)"
-	// +kubebuilder:validation:XValidation:rule="self.all(s, s.matches('^([^@ ]+@)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'))",message="allowedSenders entries must be lowercase domains (example.com) or addresses (noreply@example.com)"
+	// +kubebuilder:validation:items:XValidation:rule="!self.contains('*') && !self.startsWith('mailto:') && self.matches('^([-a-zA-Z0-9!#$%&+/=?^_{|}~]+([.][-a-zA-Z0-9!#$%&+/=?^_{|}~]+)*@)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",message="allowedSenders entries must be lowercase domains (example.com) or addresses (noreply@example.com)",messageExpression="self.contains('*') ? 'allowedSenders entries are literal, not patterns: list the domain (example.com) to allow every address at it' : self.startsWith('mailto:') ? 'allowedSenders entries are addresses, not URIs: write noreply@example.com without mailto:' : self.matches('[[:^ascii:]]') ? 'allowedSenders entries must be ASCII: write an internationalized domain in its xn-- (punycode) form, e.g. noreply@xn--mnchen-3ya.de' : 'allowedSenders entries must be lowercase domains (example.com) or addresses (noreply@example.com)'"
 	AllowedSenders []string `json:"allowedSenders"`
 
 	// secretName is the Secret written in this namespace with the keys
@@ -31,7 +33,8 @@ type SMTPCredentialSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == '' || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="secretName must be a Secret name: lowercase letters, digits, '-' and '.', e.g. shop-smtp"
 	SecretName string `json:"secretName,omitempty"`
 
-	// limits caps what this login may send.
+	// limits caps what this login may send, each an integer (not quoted);
+	// 0 means the pool's default.
 	// +optional
 	// +kubebuilder:default={}
 	Limits CredentialLimits `json:"limits,omitempty"`
@@ -53,7 +56,9 @@ type SMTPCredentialSpec struct {
 // PasswordRotation configures how a password is replaced.
 type PasswordRotation struct {
 	// gracePeriod is how long the previous password keeps working after a
-	// rotation, so applications can pick up the new Secret, such as "24h".
+	// rotation, so applications can pick up the new Secret, as a Go
+	// duration string such as "24h" (units h, m, s; no d); "0" (quoted)
+	// stops the old password at once.
 	// +optional
 	// +kubebuilder:default="24h"
 	// +kubebuilder:validation:Type=string
@@ -62,8 +67,8 @@ type PasswordRotation struct {
 	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
 }
 
-// CredentialLimits caps one login's sending. 0 means the pool's default
-// (unlimited unless the pool sets one).
+// CredentialLimits caps one login's sending, each an integer (not quoted).
+// 0 means the pool's default (unlimited unless the pool sets one).
 type CredentialLimits struct {
 	// messagesPerMinute; more get 451 4.7.1 until the minute passes.
 	// +optional
