@@ -70,7 +70,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.sup, err = delivery.OpenSuppressions(filepath.Join(dir, "suppressions"), 24*time.Hour, nil)
+	e.sup, err = delivery.NewSuppressions(q.Suppressions(), 24*time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

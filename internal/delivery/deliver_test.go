@@ -719,10 +719,8 @@ func TestSuppressedRecipientsBounceWithoutAConnection(t *testing.T) {
 	s := e.tlsSink("127.0.0.2", "example.net", smtpsink.Options{Script: smtpsink.Script{Rcpt: map[string]smtpsink.Action{
 		"bob@example.net": {Reply: smtpsink.Reply(550, "5.1.1", "<bob@example.net>: User unknown")},
 	}}})
-	sup, err := delivery.OpenSuppressions(t.TempDir(), 24*time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sup, done := openSuppressions(t, t.TempDir(), 24*time.Hour, nil)
+	defer done()
 	opts := e.options()
 	opts.Suppressions = sup
 	opts.MaxMessagesPerConnection = 1 // every message needs its own connection

@@ -1,6 +1,7 @@
 package delivery_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -37,5 +38,18 @@ func TestHostDownClearsWhenTheServerAnswers(t *testing.T) {
 	h.Clear("192.0.2.1:25")
 	if _, _, down := h.Down("192.0.2.1:25"); down {
 		t.Error("still down after Clear")
+	}
+}
+
+func TestHostDownMemoryIsBounded(t *testing.T) {
+	h := delivery.NewHostDown(time.Hour, nil)
+	for i := 0; i < 30000; i++ {
+		h.Mark(fmt.Sprintf("192.0.%d.%d:25", i/256, i%256), "timeout")
+	}
+	if n := h.Len(); n > 10000 {
+		t.Fatalf("%d servers remembered; the memory must stay bounded", n)
+	}
+	if _, _, down := h.Down("192.0.117.47:25"); !down {
+		t.Fatal("the most recently marked server was forgotten")
 	}
 }

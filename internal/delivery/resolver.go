@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/miekg/dns"
 	"golang.org/x/sync/singleflight"
 )
@@ -56,9 +57,13 @@ type Resolver struct {
 	udp, tcp *dns.Client
 
 	flight singleflight.Group
-	mu     sync.Mutex
-	cache  map[cacheKey]*answer
+	// cache is bounded in entries and in age (an expiring LRU); each
+	// answer also carries its own expiry from its TTL.
+	cache *expirable.LRU[cacheKey, *answer]
 }
+
+// resolverCacheEntries bounds the cached answers.
+const resolverCacheEntries = 20000
 
 type cacheKey struct {
 	name  string
@@ -145,11 +150,11 @@ func NewResolver(opts ResolverOptions) (*Resolver, error) {
 		now:      opts.Now,
 		udp:      &dns.Client{Net: "udp", Timeout: timeout},
 		tcp:      &dns.Client{Net: "tcp", Timeout: timeout},
-		cache:    map[cacheKey]*answer{},
 	}
 	if r.maxTTL <= 0 {
 		r.maxTTL = time.Hour
 	}
+	r.cache = expirable.NewLRU[cacheKey, *answer](resolverCacheEntries, nil, r.maxTTL)
 	if r.failTTL <= 0 {
 		r.failTTL = 30 * time.Second
 	}
@@ -283,20 +288,15 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 // failures are returned as errors.
 func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*answer, error) {
 	k := cacheKey{name, qtype}
-	r.mu.Lock()
-	a, ok := r.cache[k]
+	a, ok := r.cache.Get(k)
 	if ok && r.now().Before(a.expires) {
-		r.mu.Unlock()
 		return a, a.err
 	}
-	r.mu.Unlock()
 
 	v, _, _ := r.flight.Do(name+"/"+strconv.Itoa(int(qtype)), func() (any, error) {
 		a := r.exchange(ctx, name, qtype)
 		if !a.expires.IsZero() {
-			r.mu.Lock()
-			r.cache[k] = a
-			r.mu.Unlock()
+			r.cache.Add(k, a)
 		}
 		return a, nil
 	})

@@ -4,16 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 )
-
-// SuppressionFile is the name of the suppression list in its directory.
-const SuppressionFile = "suppressions.json"
 
 // Suppression is one suppressed recipient.
 type Suppression struct {
@@ -27,71 +22,44 @@ type Suppression struct {
 	Hits int `json:"hits"`
 }
 
+// SuppressionStore keeps the entries, one key per address: the relay's
+// queue store (queue.Queue.Suppressions). Put with sync false may lose
+// the write in a crash (hit counts).
+type SuppressionStore interface {
+	Get(key string) ([]byte, bool, error)
+	Put(key string, value []byte, sync bool) error
+	Delete(key string) error
+	Walk(fn func(key string, value []byte) bool) error
+}
+
 // Suppressions is a pool's list of recipients whose delivery failed
 // permanently with a "no such user" class reply. Until an entry expires,
 // mail to the address is bounced at once without contacting the remote
 // server, which protects the relay's reputation (repeatedly mailing
 // non-existent users is what spam traps look for).
 //
-// The list lives in memory and, when opened with a directory, in a JSON
-// file there that is replaced atomically (temporary file, fsync, rename,
-// directory fsync) on every change, so it survives restarts and crashes.
-// Hit counts are saved with the next change or Flush. It is safe for
-// concurrent use.
+// Each entry is one key in the store, so adding, lifting and looking up
+// an address cost one write or read whatever the size of the list, and no
+// lock is shared between recipients. It is safe for concurrent use.
 type Suppressions struct {
-	dir string
-	ttl time.Duration
-	now func() time.Time
-
-	mu      sync.Mutex
-	entries map[string]*Suppression
-	dirty   bool // hits not yet saved
+	store SuppressionStore
+	ttl   time.Duration
+	now   func() time.Time
 }
 
-type suppressionFile struct {
-	Version int           `json:"version"`
-	Entries []Suppression `json:"entries"`
-}
-
-// OpenSuppressions loads the list from dir (created if missing; "" keeps
-// the list in memory only). Entries added later last ttl. now is the clock
-// (nil: time.Now).
-func OpenSuppressions(dir string, ttl time.Duration, now func() time.Time) (*Suppressions, error) {
+// NewSuppressions returns the list kept in store (nil: in memory only).
+// Entries added later last ttl. now is the clock (nil: time.Now).
+func NewSuppressions(store SuppressionStore, ttl time.Duration, now func() time.Time) (*Suppressions, error) {
 	if ttl <= 0 {
 		return nil, errors.New("suppression ttl must be positive")
 	}
 	if now == nil {
 		now = time.Now
 	}
-	s := &Suppressions{dir: dir, ttl: ttl, now: now, entries: map[string]*Suppression{}}
-	if dir == "" {
-		return s, nil
+	if store == nil {
+		store = &memoryStore{m: map[string][]byte{}}
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, err
-	}
-	data, err := os.ReadFile(filepath.Join(dir, SuppressionFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return s, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var f suppressionFile
-	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, SuppressionFile), err)
-	}
-	if f.Version != 1 {
-		return nil, fmt.Errorf("%s: unknown version %d", filepath.Join(dir, SuppressionFile), f.Version)
-	}
-	t := now()
-	for _, e := range f.Entries {
-		if t.Before(e.Expires) {
-			e := e
-			s.entries[normalizeAddress(e.Address)] = &e
-		}
-	}
-	return s, nil
+	return &Suppressions{store: store, ttl: ttl, now: now}, nil
 }
 
 func normalizeAddress(a string) string { return strings.ToLower(strings.TrimSpace(a)) }
@@ -99,148 +67,132 @@ func normalizeAddress(a string) string { return strings.ToLower(strings.TrimSpac
 // Add suppresses addr because of reply (from host). Adding an address that
 // is already suppressed renews it.
 func (s *Suppressions) Add(addr, reply, host string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	k := normalizeAddress(addr)
 	t := s.now()
-	e, ok := s.entries[k]
-	if !ok {
-		e = &Suppression{Address: k}
-		s.entries[k] = e
+	e := Suppression{Address: k, Reply: reply, RemoteHost: host, Added: t, Expires: t.Add(s.ttl)}
+	if old, ok := s.get(k); ok {
+		e.Hits = old.Hits
 	}
-	e.Reply, e.RemoteHost, e.Added, e.Expires = reply, host, t, t.Add(s.ttl)
-	return s.save()
+	if err := s.put(e, true); err != nil {
+		return fmt.Errorf("saving suppression: %w", err)
+	}
+	return nil
 }
 
 // Remove lifts the suppression of addr; it reports whether there was one.
 func (s *Suppressions) Remove(addr string) (bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	k := normalizeAddress(addr)
-	if _, ok := s.entries[k]; !ok {
+	if _, ok := s.get(k); !ok {
 		return false, nil
 	}
-	delete(s.entries, k)
-	return true, s.save()
+	return true, s.store.Delete(k)
 }
 
 // Lookup returns addr's entry if it is suppressed now.
 func (s *Suppressions) Lookup(addr string) (Suppression, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.live(normalizeAddress(addr))
-	if !ok {
-		return Suppression{}, false
-	}
-	return *e, true
+	return s.get(normalizeAddress(addr))
 }
 
 // Hit is Lookup for a message about to be bounced because of the entry:
-// it also counts the hit.
+// it also counts the hit (an unsynced write).
 func (s *Suppressions) Hit(addr string) (Suppression, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.live(normalizeAddress(addr))
+	e, ok := s.get(normalizeAddress(addr))
 	if !ok {
 		return Suppression{}, false
 	}
 	e.Hits++
-	s.dirty = true
-	return *e, true
+	_ = s.put(e, false)
+	return e, true
 }
 
-func (s *Suppressions) live(k string) (*Suppression, bool) {
-	e, ok := s.entries[k]
-	if !ok {
-		return nil, false
+// get returns the entry in force for key k; an expired one is deleted.
+func (s *Suppressions) get(k string) (Suppression, bool) {
+	v, ok, err := s.store.Get(k)
+	if err != nil || !ok {
+		return Suppression{}, false
+	}
+	var e Suppression
+	if json.Unmarshal(v, &e) != nil {
+		return Suppression{}, false
 	}
 	if !s.now().Before(e.Expires) {
-		delete(s.entries, k)
-		return nil, false
+		_ = s.store.Delete(k)
+		return Suppression{}, false
 	}
 	return e, true
 }
 
-// List returns the entries in force, ordered by address.
+func (s *Suppressions) put(e Suppression, sync bool) error {
+	v, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return s.store.Put(e.Address, v, sync)
+}
+
+// List returns the entries in force, ordered by address. It reads the
+// whole list (admin interface).
 func (s *Suppressions) List() []Suppression {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	t := s.now()
 	var out []Suppression
-	for _, e := range s.entries {
-		if t.Before(e.Expires) {
-			out = append(out, *e)
+	_ = s.store.Walk(func(_ string, v []byte) bool {
+		var e Suppression
+		if json.Unmarshal(v, &e) == nil && t.Before(e.Expires) {
+			out = append(out, e)
 		}
-	}
+		return true
+	})
 	slices.SortFunc(out, func(a, b Suppression) int { return strings.Compare(a.Address, b.Address) })
 	return out
 }
 
-// Flush saves hit counts not yet on disk.
-func (s *Suppressions) Flush() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.dirty {
-		return nil
-	}
-	return s.save()
+// Flush is kept for callers from when the list was a file; every change is
+// written when it happens.
+func (s *Suppressions) Flush() error { return nil }
+
+// memoryStore is a SuppressionStore in memory (tests, and relays without
+// a store).
+type memoryStore struct {
+	mu sync.Mutex
+	m  map[string][]byte
 }
 
-// save writes the list atomically; s.mu is held.
-func (s *Suppressions) save() error {
-	if s.dir == "" {
-		s.dirty = false
-		return nil
-	}
-	t := s.now()
-	f := suppressionFile{Version: 1, Entries: []Suppression{}}
-	for _, e := range s.entries {
-		if t.Before(e.Expires) {
-			f.Entries = append(f.Entries, *e)
-		}
-	}
-	slices.SortFunc(f.Entries, func(a, b Suppression) int { return strings.Compare(a.Address, b.Address) })
-	data, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(s.dir, SuppressionFile, append(data, '\n')); err != nil {
-		return fmt.Errorf("saving suppression list: %w", err)
-	}
-	s.dirty = false
+func (m *memoryStore) Get(k string) ([]byte, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.m[k]
+	return v, ok, nil
+}
+
+func (m *memoryStore) Put(k string, v []byte, _ bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.m[k] = v
 	return nil
 }
 
-// writeFileAtomic replaces dir/name with data so that after a crash the
-// file holds either the old or the new content, never a mix: write a
-// temporary file, fsync it, rename it over the old one, fsync the
-// directory.
-func writeFileAtomic(dir, name string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return err
+func (m *memoryStore) Delete(k string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.m, k)
+	return nil
+}
+
+func (m *memoryStore) Walk(fn func(string, []byte) bool) error {
+	m.mu.Lock()
+	keys := make([]string, 0, len(m.m))
+	for k := range m.m {
+		keys = append(keys, k)
 	}
-	defer func() {
-		if err != nil {
-			os.Remove(tmp.Name())
+	m.mu.Unlock()
+	slices.Sort(keys)
+	for _, k := range keys {
+		m.mu.Lock()
+		v, ok := m.m[k]
+		m.mu.Unlock()
+		if ok && !fn(k, v) {
+			return nil
 		}
-	}()
-	if _, err = tmp.Write(data); err == nil {
-		err = tmp.Sync()
 	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err = os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return nil
 }

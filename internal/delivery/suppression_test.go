@@ -1,33 +1,41 @@
 package delivery_test
 
 import (
-	"encoding/json"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"mailroom.io/mailroom/internal/delivery"
+	"mailroom.io/mailroom/internal/queue"
 )
 
 const unknownReply = "550 5.1.1 <bob@example.net>: Recipient address rejected: User unknown"
 
+// openSuppressions opens the list in a real queue store in dir.
+func openSuppressions(t *testing.T, dir string, ttl time.Duration, now func() time.Time) (*delivery.Suppressions, func()) {
+	t.Helper()
+	q, err := queue.Open(filepath.Join(dir, "queue"), queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := delivery.NewSuppressions(q.Suppressions(), ttl, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, func() { q.Close() }
+}
+
 func TestSuppressionSurvivesReopening(t *testing.T) {
 	dir := t.TempDir()
 	c := newClock()
-	s, err := delivery.OpenSuppressions(dir, 30*24*time.Hour, c.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, done := openSuppressions(t, dir, 30*24*time.Hour, c.Now)
 	if err := s.Add("Bob@Example.NET", unknownReply, "mx1.example.net"); err != nil {
 		t.Fatal(err)
 	}
+	done()
 
-	again, err := delivery.OpenSuppressions(dir, 30*24*time.Hour, c.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	again, done := openSuppressions(t, dir, 30*24*time.Hour, c.Now)
+	defer done()
 	e, ok := again.Lookup("bob@example.net")
 	if !ok {
 		t.Fatal("suppression lost on reopening")
@@ -37,47 +45,9 @@ func TestSuppressionSurvivesReopening(t *testing.T) {
 	}
 }
 
-func TestSuppressionFileIsReplacedWholeWithoutLeftovers(t *testing.T) {
-	dir := t.TempDir()
-	s, err := delivery.OpenSuppressions(dir, time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range []string{"a@example.net", "b@example.net", "c@example.net"} {
-		if err := s.Add(a, unknownReply, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := s.Remove("b@example.net"); err != nil {
-		t.Fatal(err)
-	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 || entries[0].Name() != delivery.SuppressionFile {
-		t.Fatalf("directory holds %v, want only %s", entries, delivery.SuppressionFile)
-	}
-	data, err := os.ReadFile(filepath.Join(dir, delivery.SuppressionFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var f struct {
-		Version int
-		Entries []delivery.Suppression
-	}
-	if err := json.Unmarshal(data, &f); err != nil {
-		t.Fatalf("file is not JSON: %v\n%s", err, data)
-	}
-	var got []string
-	for _, e := range f.Entries {
-		got = append(got, e.Address)
-	}
-	if f.Version != 1 || strings.Join(got, ",") != "a@example.net,c@example.net" {
-		t.Errorf("file: version %d, entries %v", f.Version, got)
-	}
-}
-
 func TestSuppressionExpires(t *testing.T) {
 	c := newClock()
-	s, _ := delivery.OpenSuppressions("", time.Hour, c.Now)
+	s, _ := delivery.NewSuppressions(nil, time.Hour, c.Now)
 	_ = s.Add("bob@example.net", unknownReply, "")
 	c.Advance(59 * time.Minute)
 	if _, ok := s.Lookup("bob@example.net"); !ok {
@@ -93,8 +63,10 @@ func TestSuppressionExpires(t *testing.T) {
 }
 
 func TestSuppressionRemoveLiftsIt(t *testing.T) {
-	s, _ := delivery.OpenSuppressions(t.TempDir(), time.Hour, nil)
+	s, done := openSuppressions(t, t.TempDir(), time.Hour, nil)
+	defer done()
 	_ = s.Add("bob@example.net", unknownReply, "")
+	_ = s.Add("alice@example.net", unknownReply, "")
 	removed, err := s.Remove("BOB@example.net")
 	if err != nil || !removed {
 		t.Fatalf("Remove = %v, %v", removed, err)
@@ -105,32 +77,24 @@ func TestSuppressionRemoveLiftsIt(t *testing.T) {
 	if removed, _ := s.Remove("bob@example.net"); removed {
 		t.Error("removed twice")
 	}
+	if l := s.List(); len(l) != 1 || l[0].Address != "alice@example.net" {
+		t.Errorf("List = %+v", l)
+	}
 }
 
-func TestSuppressionHitsAreCountedAndFlushed(t *testing.T) {
+func TestSuppressionHitsAreCountedAndKept(t *testing.T) {
 	dir := t.TempDir()
-	s, _ := delivery.OpenSuppressions(dir, time.Hour, nil)
+	s, done := openSuppressions(t, dir, time.Hour, nil)
 	_ = s.Add("bob@example.net", unknownReply, "")
 	s.Hit("bob@example.net")
 	e, _ := s.Hit("bob@example.net")
 	if e.Hits != 2 {
 		t.Errorf("hits = %d", e.Hits)
 	}
-	if err := s.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	again, _ := delivery.OpenSuppressions(dir, time.Hour, nil)
+	done()
+	again, done := openSuppressions(t, dir, time.Hour, nil)
+	defer done()
 	if e, _ := again.Lookup("bob@example.net"); e.Hits != 2 {
 		t.Errorf("hits after reopening = %d", e.Hits)
-	}
-}
-
-func TestSuppressionRefusesACorruptFile(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, delivery.SuppressionFile), []byte("{not json"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := delivery.OpenSuppressions(dir, time.Hour, nil); err == nil {
-		t.Error("a corrupt list was silently dropped")
 	}
 }

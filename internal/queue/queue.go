@@ -237,7 +237,21 @@ const (
 	classFree                // removals, which give space back: Reserve/8
 )
 
-func (c class) reserve(r int64) int64 { return r >> uint(c) }
+// reserve is the free space class c leaves, for an intake reserve r: a
+// share of r, plus room for Pebble to start a new write-ahead log (it
+// preallocates 110% of the memtable size, and cannot survive that
+// failing).
+func (c class) reserve(r int64) int64 {
+	if r <= 0 {
+		return 0
+	}
+	return r>>uint(c) + walRoom
+}
+
+const (
+	memTableSize = 4 << 20
+	walRoom      = 2 * memTableSize
+)
 
 const formatKey = "meta/format"
 const formatValue = "mailroom-spool 2"
@@ -314,7 +328,7 @@ func Open(dir string, opts Options) (*Queue, error) {
 	q.cache = cache
 	db, err := pebble.Open(q.dbDir, &pebble.Options{
 		Cache:        cache,
-		MemTableSize: 8 << 20,
+		MemTableSize: memTableSize,
 		Merger:       counterMerger,
 		Logger:       pebbleLogger{q.log},
 		// Newest format: this store has no older readers to stay

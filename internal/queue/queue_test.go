@@ -325,7 +325,7 @@ func TestLargeMessageStreamsWithoutBeingHeldInMemory(t *testing.T) {
 // before survive, state writes and removals still work, and nothing
 // half-written remains.
 func TestDiskFullFailsCleanly(t *testing.T) {
-	dir := smallFilesystem(t, 48<<20)
+	dir := smallFilesystem(t, 64<<20)
 	opts := Options{InlineLimit: 64 << 10, Reserve: 16 << 20}
 	q := openQueue(t, dir, opts)
 	var committed []string
@@ -358,8 +358,8 @@ func TestDiskFullFailsCleanly(t *testing.T) {
 		t.Fatal("the filesystem never filled up")
 	}
 	free, _, _ := q.FreeBytes()
-	if free < 8<<20 {
-		t.Fatalf("intake was refused only at %d bytes free; the reserve of accepted mail (state writes at 4 MiB) is gone", free)
+	if free < 16<<20 {
+		t.Fatalf("intake was refused only at %d bytes free; the reserve of accepted mail (state writes at 12 MiB) is gone", free)
 	}
 	// Mail already accepted still gets its state written and its DSNs.
 	m, _ := q.Get(committed[0])
