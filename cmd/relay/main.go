@@ -17,7 +17,7 @@
 //	relay queue [-admin 127.0.0.1:8081] [-json] list [-state S] [-domain D]
 //	relay queue show ID | retry ID | hold ID | release ID
 //	relay queue delete [-bounce] ID
-//	relay queue suppressions | unsuppress ADDRESS
+//	relay queue quarantine | suppressions | unsuppress ADDRESS
 package main
 
 import (
@@ -65,7 +65,8 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 		return fmt.Errorf("config: %w", err)
 	}
 	m := relay.NewMetrics()
-	q, err := queue.Open(cfg.Queue.Directory, queue.Options{Logger: log, OnCommit: m.ObserveCommit})
+	q, err := queue.Open(cfg.Queue.Directory, queue.Options{Logger: log, OnCommit: m.ObserveCommit,
+		Reserve: cfg.Queue.MinFreeSpace.Value()})
 	if err != nil {
 		return err
 	}
@@ -81,6 +82,7 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 		q.Close()
 		return err
 	}
+	dl.signReports(srv.SignReport)
 	al, err := net.Listen("tcp", cfg.Listeners.Admin)
 	if err != nil {
 		srv.Shutdown(context.Background())

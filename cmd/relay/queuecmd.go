@@ -21,6 +21,7 @@ commands:
   retry ID             attempt now (releases a hold)
   hold ID | release ID
   delete [-bounce] ID  delete; -bounce sends a failure DSN to the sender
+  quarantine           messages set aside because their stored data is unreadable
   suppressions         list suppressed recipients
   unsuppress ADDRESS
 `
@@ -117,6 +118,21 @@ func queueCommand(args []string, stdout, stderr io.Writer) int {
 		}
 		return out(map[string]any{"id": id, "deleted": true, "bounced": *bounce}, func(w *tabwriter.Writer) {
 			fmt.Fprintf(w, "%s\tdeleted\tbounce=%v\n", id, *bounce)
+		})
+	case "quarantine":
+		list, err := c.Quarantine()
+		if err != nil {
+			return fail(err)
+		}
+		return out(list, func(w *tabwriter.Writer) {
+			fmt.Fprintln(w, "ID\tSINCE\tFROM\tRECIPIENTS\tREASON")
+			for _, q := range list {
+				var rcpts []string
+				for _, r := range q.Recipients {
+					rcpts = append(rcpts, r.Address)
+				}
+				fmt.Fprintf(w, "%s\t%s\t<%s>\t%s\t%s\n", q.ID, q.At.UTC().Format(time.RFC3339), q.From, strings.Join(rcpts, ","), q.Reason)
+			}
 		})
 	case "suppressions":
 		list, err := c.Suppressions()

@@ -5,7 +5,9 @@
 // configuration only lets it listen on loopback, on its own port; the
 // `relay queue` command is its client.
 //
-//	GET    /v1/messages?state=&domain=    list (oldest first)
+//	GET    /v1/messages?state=&domain=&after=&limit=
+//	                                      list (oldest first); after/limit page by id
+//	GET    /v1/quarantine                 messages set aside as unreadable
 //	GET    /v1/messages/{id}              one message with its history
 //	POST   /v1/messages/{id}/retry        due now (also releases a hold)
 //	POST   /v1/messages/{id}/hold
@@ -33,7 +35,15 @@ import (
 func Handler(s *scheduler.Scheduler, sup *delivery.Suppressions) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/messages", func(w http.ResponseWriter, r *http.Request) {
-		f := scheduler.Filter{State: r.URL.Query().Get("state"), Domain: r.URL.Query().Get("domain")}
+		f := scheduler.Filter{State: r.URL.Query().Get("state"), Domain: r.URL.Query().Get("domain"), After: r.URL.Query().Get("after")}
+		if l := r.URL.Query().Get("limit"); l != "" {
+			n, err := strconv.Atoi(l)
+			if err != nil || n < 0 {
+				writeError(w, http.StatusBadRequest, errors.New("limit must be a non-negative number"))
+				return
+			}
+			f.Limit = n
+		}
 		switch f.State {
 		case "", scheduler.StateActive, scheduler.StateDeferred, scheduler.StateHeld:
 		default:
@@ -43,6 +53,13 @@ func Handler(s *scheduler.Scheduler, sup *delivery.Suppressions) http.Handler {
 		list := s.List(f)
 		if list == nil {
 			list = []scheduler.MessageInfo{}
+		}
+		writeJSON(w, list)
+	})
+	mux.HandleFunc("GET /v1/quarantine", func(w http.ResponseWriter, r *http.Request) {
+		list := s.Quarantined()
+		if list == nil {
+			list = []queue.Quarantined{}
 		}
 		writeJSON(w, list)
 	})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"mailroom.io/mailroom/internal/delivery"
+	"mailroom.io/mailroom/internal/queue"
 	"mailroom.io/mailroom/internal/scheduler"
 )
 
@@ -61,6 +62,12 @@ func (c *Client) List(state, domain string) ([]scheduler.MessageInfo, error) {
 		q.Set("domain", domain)
 	}
 	return out, c.do("GET", "/v1/messages", q, &out)
+}
+
+// Quarantine lists the messages set aside as unreadable.
+func (c *Client) Quarantine() ([]queue.Quarantined, error) {
+	var out []queue.Quarantined
+	return out, c.do("GET", "/v1/quarantine", nil, &out)
 }
 
 // Get returns one message.

@@ -36,7 +36,7 @@ func (s *Scheduler) List(f Filter) []MessageInfo {
 	var out []MessageInfo
 	take := func(m *queue.Message) bool {
 		s.mu.Lock()
-		st := messageState(m.Held, s.inflight[m.ID], m.NextAttempt, now)
+		st := messageState(m, s.inflight[m.ID], now)
 		s.mu.Unlock()
 		if f.State == "" || st == f.State {
 			out = append(out, MessageInfo{Message: *m, State: st})
@@ -68,7 +68,7 @@ func (s *Scheduler) Get(id string) (MessageInfo, error) {
 		return MessageInfo{}, queue.ErrNotFound
 	}
 	s.mu.Lock()
-	st := messageState(m.Held, s.inflight[id], m.NextAttempt, s.opts.Now())
+	st := messageState(&m, s.inflight[id], s.opts.Now())
 	s.mu.Unlock()
 	return MessageInfo{Message: m, State: st}, nil
 }

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"mailroom.io/mailroom/internal/queue"
 )
 
 // Metrics are the scheduler's metrics. Per-attempt outcomes, delivery
@@ -138,13 +140,17 @@ const (
 	StateHeld     = "held"
 )
 
-func messageState(held, inflight bool, next, now time.Time) string {
+// messageState is m's state; inflight says the scheduler has it in hand.
+// Only a lease on disk makes it active then: once the outcome is written
+// (the lease gone) the stored state says what comes next, even in the
+// moment before the worker lets go of it.
+func messageState(m *queue.Message, inflight bool, now time.Time) string {
 	switch {
-	case inflight:
+	case inflight && !m.LeaseUntil.IsZero():
 		return StateActive
-	case held:
+	case m.Held:
 		return StateHeld
-	case next.After(now):
+	case m.NextAttempt.After(now):
 		return StateDeferred
 	}
 	return StateActive
