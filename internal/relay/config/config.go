@@ -272,6 +272,9 @@ func Parse(data []byte) (*Config, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	if err := c.checkSelf(); err != nil {
+		return nil, err
+	}
 	return &c, nil
 }
 

@@ -231,6 +231,17 @@ func (c *Config) validateProxyProtocol() field.ErrorList {
 	return errs
 }
 
+// checkSelf is the one check of a relay's own configuration that the
+// operator's rendering cannot pass: peer.self comes from the pod
+// (MAILROOM_POD_NAME), so Validate leaves it out and Load/Parse make it.
+func (c *Config) checkSelf() error {
+	if c.Peer != nil && c.Peer.Self == "" {
+		return field.ErrorList{field.Required(field.NewPath("peer", "self"),
+			"this member's name: set peer.self or the environment variable "+PodNameEnv)}.ToAggregate()
+	}
+	return nil
+}
+
 func (c *Config) validatePeer() field.ErrorList {
 	var errs field.ErrorList
 	dp := field.NewPath("drain")
@@ -255,9 +266,6 @@ func (c *Config) validatePeer() field.ErrorList {
 		if f.v == "" {
 			errs = append(errs, field.Required(pp.Child(f.name), "the peer path is mutually authenticated TLS"))
 		}
-	}
-	if c.Peer.Self == "" {
-		errs = append(errs, field.Required(pp.Child("self"), "this member's name: set peer.self or the environment variable "+PodNameEnv))
 	}
 	for i, a := range c.Peer.Addresses {
 		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || checkListenAddress(a) != nil || port == "0" {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"mailroom.io/mailroom/internal/relay/password"
 )
 
@@ -197,10 +199,24 @@ peer: {caFile: /p/ca.crt, addresses: [nohost]}
 drain: [a, a, ""]
 `))
 	for _, want := range []string{"proxyProtocol.trustedCIDRs[0]: Invalid value", "peer.certFile: Required", "peer.keyFile: Required",
-		"peer.self: Required", "MAILROOM_POD_NAME", "peer.addresses[0]: Invalid value", "drain[1]: Duplicate", "drain[2]: Required"} {
+		"peer.addresses[0]: Invalid value", "drain[1]: Duplicate", "drain[2]: Required"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%v\nlacks %q", err, want)
 		}
+	}
+	// peer.self is the pod's: Validate (which the operator runs on what
+	// it renders) accepts it empty, Parse (the relay) does not.
+	noSelf := minimal + "peer: {caFile: /p/ca.crt, certFile: /p/tls.crt, keyFile: /p/tls.key}\n"
+	if _, err := Parse([]byte(noSelf)); err == nil || !strings.Contains(err.Error(), "peer.self: Required") || !strings.Contains(err.Error(), "MAILROOM_POD_NAME") {
+		t.Errorf("no peer.self: %v", err)
+	}
+	var c3 Config
+	if err := yaml.UnmarshalStrict([]byte(noSelf), &c3); err != nil {
+		t.Fatal(err)
+	}
+	c3.SetDefaults()
+	if err := c3.Validate(); err != nil {
+		t.Errorf("Validate without peer.self: %v", err)
 	}
 	if _, err := Parse([]byte(minimal + "drain: [relay-0]\n")); err == nil || !strings.Contains(err.Error(), "peer: Required") {
 		t.Errorf("drain without peer: %v", err)
