@@ -64,7 +64,7 @@ func TestMessagesSayWhatToFix(t *testing.T) {
 			{"smarthost mode with an empty host", "RelayPool", validPool + "delivery: {mode: Smarthost, smarthost: {host: '', port: 587}}",
 				"spec.delivery.smarthost.host", "delivery.smarthost.host is required when delivery.mode is Smarthost"},
 			{"credentials over opportunistic TLS", "RelayPool", validPool + "delivery: {mode: Smarthost, smarthost: {host: smtp.example.net, tls: Opportunistic, credentialsSecretRef: {name: up}}}",
-				"spec.delivery.smarthost", "credentials are never sent in cleartext"},
+				"spec.delivery.smarthost.tls", "delivery.smarthost.tls cannot be Opportunistic when credentialsSecretRef is set: credentials are never sent in cleartext"},
 			{"namespace selector missing", "RelayPool", validPool + "allowedNamespaces: {from: Selector}",
 				"spec.allowedNamespaces.selector", "allowedNamespaces.selector is required when from is Selector, e.g. {matchLabels: {mail: enabled}}"},
 		})

@@ -361,7 +361,7 @@ type DeliverySpec struct {
 }
 
 // SmarthostSpec is an upstream SMTP server.
-// +kubebuilder:validation:XValidation:rule="!has(self.tls) || self.tls != 'Opportunistic' || !has(self.credentialsSecretRef)",message="delivery.smarthost.tls cannot be Opportunistic when credentialsSecretRef is set: credentials are never sent in cleartext"
+// +kubebuilder:validation:XValidation:rule="!has(self.tls) || self.tls != 'Opportunistic' || !has(self.credentialsSecretRef)",fieldPath=".tls",message="delivery.smarthost.tls cannot be Opportunistic when credentialsSecretRef is set: credentials are never sent in cleartext"
 type SmarthostSpec struct {
 	// host name or IP address of the smarthost, such as
 	// "email-smtp.eu-west-1.amazonaws.com" (an internationalized name in
