@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	"k8s.io/utils/clock"
 
 	"mailroom.io/mailroom/internal/relay/config"
 )
@@ -24,6 +25,8 @@ type trackedConn struct {
 	busy     atomic.Bool
 	closed   atomic.Bool
 	onDone   func(*trackedConn)
+	// rejects meters the refusals logged for this connection.
+	rejects rejectLog
 }
 
 func (c *trackedConn) Close() error {
@@ -40,6 +43,8 @@ func unwrapTracked(c net.Conn) *trackedConn {
 		switch v := c.(type) {
 		case *trackedConn:
 			return v
+		case *wireConn:
+			return v.tc
 		case *tls.Conn:
 			c = v.NetConn()
 		default:
@@ -135,56 +140,100 @@ func (t *connTable) waitEmpty() <-chan struct{} {
 	return t.empty
 }
 
-// authThrottle refuses AUTH from a client address after too many failures
-// in a window: a token bucket per address holding `failures` tokens that
-// refill over `window`; each failure takes one.
+// authThrottle refuses AUTH from a client address that failed `failures`
+// times within the last `window` (a sliding window: each failure counts
+// for `window` after it happened). Failures are counted where they happen,
+// when a password check fails, and every attempt holds a reservation from
+// the moment AUTH starts until its check is done, across all the
+// address's sessions: parallel connections cannot each get a guess
+// checked, because no more checks run at once than failures are left.
+// An attempt beyond that waits (up to a bound) for one in flight to end.
 type authThrottle struct {
-	mu   sync.Mutex
-	ips  map[netip.Addr]*rate.Limiter
-	last time.Time
+	clock clock.PassiveClock
+	mu    sync.Mutex
+	ips   map[netip.Addr]*authRecord
+	last  time.Time
+}
+
+type authRecord struct {
+	fails    []time.Time // within the window, oldest first
+	inFlight int
+	wake     chan struct{} // closed when an attempt ends
 }
 
 func newAuthThrottle() *authThrottle {
-	return &authThrottle{ips: map[netip.Addr]*rate.Limiter{}}
+	return &authThrottle{clock: clock.RealClock{}, ips: map[netip.Addr]*authRecord{}}
 }
 
-func throttleRate(failures int, window time.Duration) rate.Limit {
-	return rate.Limit(float64(failures) / window.Seconds())
+// begin reserves an attempt for ip, waiting up to wait while the attempts
+// in flight would use up the failures left; false: refuse it.
+func (a *authThrottle) begin(ip netip.Addr, failures int, window, wait time.Duration) bool {
+	var timeout <-chan time.Time
+	for {
+		a.mu.Lock()
+		r, ok := a.ips[ip]
+		if !ok {
+			r = &authRecord{wake: make(chan struct{})}
+			a.ips[ip] = r
+		}
+		r.prune(a.clock.Now(), window)
+		if len(r.fails) >= failures {
+			a.mu.Unlock()
+			return false
+		}
+		if len(r.fails)+r.inFlight < failures {
+			r.inFlight++
+			a.mu.Unlock()
+			return true
+		}
+		wake := r.wake
+		a.mu.Unlock()
+		if timeout == nil {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-wake:
+		case <-timeout:
+			return false
+		}
+	}
 }
 
-// blocked reports whether ip has used up its failures.
-func (a *authThrottle) blocked(ip netip.Addr, failures int, window time.Duration) bool {
+// end releases a reservation; failed counts the attempt as a failure.
+func (a *authThrottle) end(ip netip.Addr, failed bool, window time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	l, ok := a.ips[ip]
+	now := a.clock.Now()
+	r, ok := a.ips[ip]
 	if !ok {
-		return false
+		return
 	}
-	l.SetLimit(throttleRate(failures, window))
-	l.SetBurst(failures)
-	return l.Tokens() < 1
-}
-
-// fail records a failure from ip.
-func (a *authThrottle) fail(ip netip.Addr, failures int, window time.Duration) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	now := time.Now()
-	l, ok := a.ips[ip]
-	if !ok {
-		l = rate.NewLimiter(throttleRate(failures, window), failures)
-		a.ips[ip] = l
+	r.inFlight--
+	if failed {
+		r.fails = append(r.fails, now)
 	}
-	l.AllowN(now, 1)
-	// Forget addresses whose bucket has refilled, at most once a minute.
+	close(r.wake)
+	r.wake = make(chan struct{})
+	// Forget addresses with nothing to remember, at most once a minute.
 	if now.Sub(a.last) > time.Minute {
 		a.last = now
-		for ip, l := range a.ips {
-			if l.TokensAt(now) >= float64(l.Burst()) {
+		for ip, r := range a.ips {
+			if r.prune(now, window); r.inFlight == 0 && len(r.fails) == 0 {
 				delete(a.ips, ip)
 			}
 		}
 	}
+}
+
+// prune drops failures older than window.
+func (r *authRecord) prune(now time.Time, window time.Duration) {
+	i := 0
+	for i < len(r.fails) && !r.fails[i].After(now.Add(-window)) {
+		i++
+	}
+	r.fails = r.fails[i:]
 }
 
 // senderLimiter enforces one credential's or network's message rates.

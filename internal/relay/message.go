@@ -22,15 +22,24 @@ var (
 		Message: "Message refused: bare CR or LF in message data (RFC 5321 section 2.3.8); send CRLF line endings"}
 	errHeaderTooLarge = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
 		Message: "Message header section too large"}
+	// RFC 5321 §4.5.3.1: a limit exceeded is a permanent error, never a
+	// retry.
+	errLineTooLong = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: fmt.Sprintf("Message refused: a line is longer than %d octets (RFC 5322 section 2.1.1); wrap it, or use quoted-printable or base64", maxLineOctets)}
 )
+
+// maxLineOctets is the longest line accepted in message data, without its
+// CRLF: RFC 5322's limit. Longer lines are broken by hops on the way, and
+// with them the DKIM signature.
+const maxLineOctets = 998
 
 // maxHeaderBytes bounds the header section kept in memory for policy checks
 // and signing; the body is streamed.
 const maxHeaderBytes = 1 << 20
 
 // dataGuard sits between go-smtp's DATA reader and the relay. It refuses
-// bare CR and LF (SMTP smuggling, RFC 5321 §2.3.8), enforces the size
-// limit, and extends the read deadline for every block, which is RFC 5321's
+// bare CR and LF (SMTP smuggling, RFC 5321 §2.3.8) and lines longer than
+// maxLineOctets, enforces the size limit, and extends the read deadline for every block, which is RFC 5321's
 // "DATA block" timeout rather than one deadline for the whole message.
 type dataGuard struct {
 	r       io.Reader
@@ -39,6 +48,7 @@ type dataGuard struct {
 	max     int64
 	n       int64
 	prevCR  bool
+	lineLen int
 	err     error
 }
 
@@ -56,6 +66,16 @@ func (g *dataGuard) Read(p []byte) (int, error) {
 			return 0, g.err
 		}
 		g.prevCR = c == '\r'
+		switch c {
+		case '\n':
+			g.lineLen = 0
+		case '\r':
+		default:
+			if g.lineLen++; g.lineLen > maxLineOctets {
+				g.err = errLineTooLong
+				return 0, g.err
+			}
+		}
 	}
 	g.n += int64(n)
 	if g.n > g.max {
@@ -144,6 +164,24 @@ func (h *header) fromAddresses() ([]string, error) {
 	return out, nil
 }
 
+// senderAddress returns the address of the Sender: field, "" when there is
+// none. RFC 5322 §3.6.2 allows at most one, holding one mailbox.
+func (h *header) senderAddress() (string, error) {
+	vals := h.fields.Values("Sender")
+	switch len(vals) {
+	case 0:
+		return "", nil
+	case 1:
+	default:
+		return "", fmt.Errorf("message must have at most one Sender: field, has %d", len(vals))
+	}
+	a, err := addressParser.Parse(vals[0])
+	if err != nil {
+		return "", errors.New("Sender: field is not a single valid address")
+	}
+	return a.Address, nil
+}
+
 func (h *header) has(name string) bool { return len(h.fields.Values(name)) > 0 }
 
 // domainOf returns the domain part of an address.
@@ -152,9 +190,13 @@ func domainOf(addr string) string {
 }
 
 // receivedField builds the Received: trace field (RFC 5321 §4.4) with the
-// protocol keywords of RFC 3848.
-func receivedField(helo string, ip string, hostname string, tls, auth bool, queueID string, now time.Time) string {
+// protocol keywords of RFC 3848, and of RFC 6531 §3.7.3 (UTF8SMTP…) for
+// SMTPUTF8 transactions.
+func receivedField(helo string, ip string, hostname string, tls, auth, smtputf8 bool, queueID string, now time.Time) string {
 	proto := "ESMTP"
+	if smtputf8 {
+		proto = "UTF8SMTP"
+	}
 	if tls {
 		proto += "S"
 	}

@@ -5,12 +5,12 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +53,8 @@ type session struct {
 	from  string
 	mopts smtp.MailOptions
 	rcpts []queue.Recipient
+	// authHeld: an AUTH attempt's reservation in the throttle is held.
+	authHeld atomic.Bool
 }
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
@@ -70,13 +72,31 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 func (ss *session) logger() *slog.Logger { return ss.log.Load() }
 
 func (ss *session) isTLS() bool {
-	_, ok := ss.c.TLSConnectionState()
+	_, ok := ss.tlsState()
 	return ok
 }
 
-// reject counts and logs a refusal and returns the reply for it.
+// tlsState is the session's TLS, which the relay's wireConn (not go-smtp)
+// terminates.
+func (ss *session) tlsState() (tls.ConnectionState, bool) {
+	if w := unwrapWire(ss.c.Conn()); w != nil {
+		if w.tls == nil {
+			return tls.ConnectionState{}, false
+		}
+		return w.tls.ConnectionState(), true
+	}
+	return ss.c.TLSConnectionState()
+}
+
+// reject counts and logs a refusal and returns the reply for it. Past
+// rejectLogBurst refusals on a connection, they are only counted, and
+// summarized when the session ends.
 func (ss *session) reject(reason string, e *smtp.SMTPError, attrs ...any) error {
 	ss.s.m.rejected.WithLabelValues(reason).Inc()
+	if !ss.tc.rejects.individually() {
+		ss.tc.rejects.suppressed(reason)
+		return e
+	}
 	ss.logger().Info("relay: rejected", append([]any{"reason", reason, "code", e.Code}, attrs...)...)
 	return e
 }
@@ -94,11 +114,20 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 		ss.s.m.authFailures.WithLabelValues("no_tls").Inc()
 		return nil, ss.reject("auth_without_tls", errTLSRequired)
 	}
+	switch mech {
+	case sasl.Plain, saslogin.Mechanism:
+	default:
+		return nil, smtp.ErrAuthUnknownMechanism
+	}
+	// The reservation is taken before any credential is read and counted
+	// as a failure where the check fails (authFailed).
+	ss.releaseAuth(false)
 	lim := ss.s.policy.Load().cfg.Limits
-	if ss.s.throttle.blocked(ss.ip, lim.AuthFailures, lim.AuthFailureWindow.Duration) {
+	if !ss.s.throttle.begin(ss.ip, lim.AuthFailures, lim.AuthFailureWindow.Duration, authWait(lim.CommandTimeout.Duration)) {
 		ss.s.m.authFailures.WithLabelValues("throttled").Inc()
 		return nil, ss.reject("auth_throttled", errThrottled)
 	}
+	ss.authHeld.Store(true)
 	switch mech {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(identity, username, pw string) error {
@@ -119,6 +148,7 @@ func (ss *session) authenticate(username, pw string) error {
 	if !ss.s.checkPassword(ss.s.policy.Load().users[username], username, pw) {
 		return ss.authFailed(username, "bad credentials")
 	}
+	ss.releaseAuth(false)
 	ss.mu.Lock()
 	ss.user = username
 	ss.mu.Unlock()
@@ -127,9 +157,22 @@ func (ss *session) authenticate(username, pw string) error {
 	return nil
 }
 
+// releaseAuth ends the session's AUTH attempt in the throttle, if one is
+// held. An attempt that ends without a check (cancelled, undecodable, the
+// client left) is not a failure.
+func (ss *session) releaseAuth(failed bool) {
+	if ss.authHeld.CompareAndSwap(true, false) {
+		ss.s.throttle.end(ss.ip, failed, ss.s.policy.Load().cfg.Limits.AuthFailureWindow.Duration)
+	}
+}
+
+// authWait bounds how long an AUTH waits for its turn in the throttle.
+func authWait(commandTimeout time.Duration) time.Duration {
+	return min(30*time.Second, max(commandTimeout, time.Second))
+}
+
 func (ss *session) authFailed(username, why string) error {
-	lim := ss.s.policy.Load().cfg.Limits
-	ss.s.throttle.fail(ss.ip, lim.AuthFailures, lim.AuthFailureWindow.Duration)
+	ss.releaseAuth(true)
 	ss.s.m.authFailures.WithLabelValues("bad_credentials").Inc()
 	// The username is logged to find misconfigured apps; the password never.
 	ss.logger().Warn("relay: authentication failed", "attempted_user", username, "why", why)
@@ -176,6 +219,12 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) (err error) {
 		return ss.reject("sender_not_allowed", smtpErr(550, smtp.EnhancedCode{5, 7, 1},
 			"The null sender <> is not accepted for submission"))
 	}
+	// A sender accepted here must be able to get a DSN later.
+	canon, aerr := envelopeAddress(from, opts.UTF8)
+	if aerr != nil {
+		return ss.reject("bad_sender", aerr.reply(true, from))
+	}
+	from = canon
 	if !pr.senders.allows(from) {
 		return ss.reject("sender_not_allowed", smtpErr(550, smtp.EnhancedCode{5, 7, 1},
 			fmt.Sprintf("Sender address <%s> is not allowed for %s %s", from, pr.kind, pr.name)), "from", from)
@@ -199,11 +248,11 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if ss.pr == nil {
 		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "MAIL first")
 	}
-	at := strings.LastIndexByte(to, '@')
-	if at <= 0 || at == len(to)-1 {
-		return ss.reject("bad_recipient", smtpErr(501, smtp.EnhancedCode{5, 1, 3},
-			fmt.Sprintf("Recipient <%s> is not an address local@domain", to)))
+	canon, aerr := envelopeAddress(to, ss.mopts.UTF8)
+	if aerr != nil {
+		return ss.reject("bad_recipient", aerr.reply(false, to))
 	}
+	to = canon
 	if limit := ss.s.policy.Load().maxRecipients(ss.pr); len(ss.rcpts) >= limit {
 		return ss.reject("too_many_recipients", smtpErr(452, smtp.EnhancedCode{4, 5, 3},
 			fmt.Sprintf("Too many recipients: at most %d per message", limit)))
@@ -223,7 +272,11 @@ func (ss *session) Reset() {
 	ss.tc.busy.Store(false)
 }
 
-func (ss *session) Logout() error { return nil }
+func (ss *session) Logout() error {
+	ss.releaseAuth(false)
+	ss.tc.rejects.flush(ss.logger())
+	return nil
+}
 
 // Data streams the message through policy checks and DKIM signers into the
 // queue and acknowledges it only once it is durable.
@@ -252,6 +305,16 @@ func (ss *session) Data(r io.Reader) error {
 			return ss.reject("from_header_not_allowed", smtpErr(550, smtp.EnhancedCode{5, 7, 1},
 				fmt.Sprintf("From: header address <%s> is not allowed for %s %s", f, pr.kind, pr.name)), "header_from", f)
 		}
+	}
+	// Sender: names who sent the message (RFC 5322 §3.6.2), so it is held
+	// to the same allowed senders as From: (RFC 6409 §8).
+	sender, err := h.senderAddress()
+	if err != nil {
+		return ss.reject("bad_sender_header", smtpErr(550, smtp.EnhancedCode{5, 6, 0}, "Message refused: "+err.Error()))
+	}
+	if sender != "" && !pr.senders.allows(sender) {
+		return ss.reject("sender_header_not_allowed", smtpErr(550, smtp.EnhancedCode{5, 7, 1},
+			fmt.Sprintf("Sender: header address <%s> is not allowed for %s %s", sender, pr.kind, pr.name)), "header_sender", sender)
 	}
 	domain, keys := p.signingKeys(domainOf(froms[0]))
 	if len(keys) == 0 {
@@ -297,8 +360,8 @@ func (ss *session) Data(r io.Reader) error {
 	}()
 	eight := &eightBitDetector{}
 	out := io.MultiWriter(append([]io.Writer{w, eight}, signers.writers()...)...)
-	_, isTLS := ss.c.TLSConnectionState()
-	trace := receivedField(ss.c.Hostname(), ss.ip.String(), p.cfg.Hostname, isTLS, user != "", qid, now)
+	_, isTLS := ss.tlsState()
+	trace := receivedField(ss.c.Hostname(), ss.ip.String(), p.cfg.Hostname, isTLS, user != "", mopts.UTF8, qid, now)
 	if _, err := io.WriteString(out, trace); err != nil {
 		return ss.dataError(err)
 	}
@@ -347,6 +410,9 @@ func (ss *session) dataError(err error) error {
 	switch {
 	case errors.Is(err, queue.ErrNoSpace):
 		return ss.reject("no_space", errNoSpace)
+	case errors.Is(err, smtp.ErrTooLongLine):
+		// go-smtp's own limit (it then closes the connection).
+		return ss.reject("line_too_long", errLineTooLong)
 	case errors.As(err, &se):
 		reason := "malformed"
 		switch se {
@@ -354,6 +420,8 @@ func (ss *session) dataError(err error) error {
 			reason = "message_too_large"
 		case errBareLineEnding:
 			reason = "bare_line_ending"
+		case errLineTooLong:
+			reason = "line_too_long"
 		}
 		return ss.reject(reason, se)
 	default:
