@@ -270,8 +270,8 @@ type AllowedNamespaces struct {
 }
 
 // SubmissionSpec configures the submission listeners.
-// +kubebuilder:validation:XValidation:rule="!has(self.starttlsPort) || !has(self.implicitTLSPort) || self.starttlsPort != self.implicitTLSPort || self.implicitTLSPort == 465",fieldPath=".implicitTLSPort",message="submission.implicitTLSPort must differ from submission.starttlsPort (587 unless set): the two listeners need different ports"
-// +kubebuilder:validation:XValidation:rule="!has(self.starttlsPort) || !has(self.implicitTLSPort) || self.starttlsPort != self.implicitTLSPort || self.implicitTLSPort != 465",fieldPath=".starttlsPort",message="submission.starttlsPort must differ from submission.implicitTLSPort (465 unless set): the two listeners need different ports"
+// +kubebuilder:validation:XValidation:rule="!has(self.starttlsPort) || !has(self.implicitTLSPort) || self.starttlsPort != self.implicitTLSPort || self.implicitTLSPort == 465",fieldPath=".implicitTLSPort",message="submission.implicitTLSPort must differ from submission.starttlsPort (587 unless set): the two listeners need different ports",messageExpression="self.starttlsPort == 587 ? 'submission.implicitTLSPort (587) must differ from submission.starttlsPort (587, the default): the two listeners need different ports' : 'submission.implicitTLSPort must differ from submission.starttlsPort: both are set to the same port, and the two listeners need different ports'"
+// +kubebuilder:validation:XValidation:rule="!has(self.starttlsPort) || !has(self.implicitTLSPort) || self.starttlsPort != self.implicitTLSPort || self.implicitTLSPort != 465",fieldPath=".starttlsPort",message="submission.starttlsPort (465) must differ from submission.implicitTLSPort (465, the default): the two listeners need different ports"
 type SubmissionSpec struct {
 	// starttlsPort is the submission port (RFC 6409), an integer such as
 	// 587. Clients must issue STARTTLS before AUTH. The relay's own ports
