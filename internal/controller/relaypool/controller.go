@@ -9,6 +9,7 @@ package relaypool
 
 import (
 	"bytes"
+	"crypto/rand"
 	"context"
 	"fmt"
 	"io"
@@ -80,6 +81,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	if r.Relays == nil {
 		r.Relays = HTTPStatusReader{}
+	}
+	if r.Random == nil {
+		r.Random = rand.Reader
 	}
 	w, err := r.gather(ctx, &pool)
 	if err != nil {

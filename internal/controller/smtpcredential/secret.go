@@ -94,7 +94,9 @@ func nextLogin(cred *v1alpha1.SMTPCredential, existing *corev1.Secret, now time.
 		}
 		l = login{Password: pw, Hash: hash, Acted: want, IssuedAt: now.UTC().Truncate(time.Second)}
 		if grace > 0 {
-			l.Previous = append(l.Previous, attachment.PreviousPassword{Hash: cur.Hash, NotAfter: metav1.NewTime(now.Add(grace).UTC().Truncate(time.Second))})
+			// Rounded up to the second the API stores: never shorter than asked.
+			until := now.Add(grace + time.Second - 1).UTC().Truncate(time.Second)
+			l.Previous = append(l.Previous, attachment.PreviousPassword{Hash: cur.Hash, NotAfter: metav1.NewTime(until)})
 		}
 		l.Previous = append(l.Previous, live(cur.Previous, now)...)
 		return l, true, nil

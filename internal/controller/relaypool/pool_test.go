@@ -1,0 +1,703 @@
+package relaypool_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
+
+	"mailroom.io/mailroom/api/v1alpha1"
+	"mailroom.io/mailroom/internal/controller"
+	"mailroom.io/mailroom/internal/controller/attachment"
+	"mailroom.io/mailroom/internal/controller/relaypool"
+	"mailroom.io/mailroom/internal/controller/smtpcredential"
+	"mailroom.io/mailroom/internal/dkim"
+	"mailroom.io/mailroom/internal/relay/config"
+	"mailroom.io/mailroom/internal/relayconfig"
+	"mailroom.io/mailroom/internal/testutil/dkimpy"
+	"mailroom.io/mailroom/internal/testutil/dnstest"
+	"mailroom.io/mailroom/internal/testutil/envtest"
+	"mailroom.io/mailroom/internal/testutil/smtpsink"
+	"mailroom.io/mailroom/internal/testutil/writecount"
+)
+
+const settle = 60 * time.Second
+
+var env *envtest.Env
+
+func TestMain(m *testing.M) {
+	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	var err error
+	if env, err = envtest.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+// statusPort points the pool controller at the test's relay process: in
+// envtest no kubelet runs, so the test plays kubelet for one pod.
+type statusPort struct {
+	mu   sync.Mutex
+	port int
+}
+
+func (s *statusPort) Read(ctx context.Context, pod *corev1.Pod) (relaypool.RelayStatus, error) {
+	s.mu.Lock()
+	port := s.port
+	s.mu.Unlock()
+	if port == 0 {
+		return relaypool.RelayStatus{}, errors.New("no relay process")
+	}
+	return relaypool.HTTPStatusReader{Port: port}.Read(ctx, pod)
+}
+
+type harness struct {
+	t      *testing.T
+	ctx    context.Context
+	c      client.Client
+	writes *writecount.Counter
+	pool   *relaypool.Reconciler
+	creds  *smtpcredential.Reconciler
+	relays *statusPort
+}
+
+func start(t *testing.T) *harness {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme: env.Scheme, Cache: controller.CacheOptions(),
+		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := attachment.SetupIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+		t.Fatal(err)
+	}
+	c, writes := writecount.WrapClient(mgr.GetClient(), env.Scheme)
+	h := &harness{t: t, ctx: ctx, c: c, writes: writes, relays: &statusPort{}}
+	h.pool = &relaypool.Reconciler{Client: c, APIReader: mgr.GetAPIReader(), Scheme: env.Scheme, RelayImage: "localhost/mailroom:test", Relays: h.relays}
+	h.creds = &smtpcredential.Reconciler{Client: c, Scheme: env.Scheme}
+	if err := h.pool.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.creds.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		t.Fatal("cache did not sync")
+	}
+	return h
+}
+
+func (h *harness) create(objs ...client.Object) {
+	h.t.Helper()
+	for _, o := range objs {
+		if err := h.c.Create(h.ctx, o); err != nil {
+			h.t.Fatalf("create %T %s: %v", o, o.GetName(), err)
+		}
+	}
+}
+
+// eventually polls f until it returns nil or the deadline passes.
+func (h *harness) eventually(what string, f func() error) {
+	h.t.Helper()
+	deadline := time.Now().Add(settle)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	h.t.Fatalf("%s: %v", what, err)
+}
+
+func (h *harness) get(ns, name string, obj client.Object) error {
+	return h.c.Get(h.ctx, types.NamespacedName{Namespace: ns, Name: name}, obj)
+}
+
+func (h *harness) condition(obj client.Object, conds func() []metav1.Condition, typ string, status metav1.ConditionStatus, reason string) func() error {
+	return func() error {
+		if err := h.get(obj.GetNamespace(), obj.GetName(), obj); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(conds(), typ)
+		if c == nil {
+			return fmt.Errorf("no %s condition", typ)
+		}
+		if c.Status != status || (reason != "" && c.Reason != reason) {
+			return fmt.Errorf("%s=%s reason %s: %s", typ, c.Status, c.Reason, c.Message)
+		}
+		if c.ObservedGeneration != obj.GetGeneration() {
+			return fmt.Errorf("%s observes generation %d, object is at %d", typ, c.ObservedGeneration, obj.GetGeneration())
+		}
+		return nil
+	}
+}
+
+func namespace(name string, labels map[string]string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+}
+
+// dkimSecret is what the SendingDomain controller writes for a domain;
+// the test writes it itself so that no DNS check is involved.
+func dkimSecret(t *testing.T, ns, sdName, domain, selector string, key crypto.Signer) (*corev1.Secret, string) {
+	t.Helper()
+	ring := dkim.NewKeyring(domain, selector, key, time.Now())
+	data, err := ring.SecretData()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := ring.Active.Record()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sdName + "-dkim", Labels: map[string]string{
+			attachment.LabelManagedBy: attachment.ManagedBy, "mailroom.io/sending-domain": sdName}},
+		Type: "mailroom.io/dkim", Data: data,
+	}, rec
+}
+
+func sendingDomain(ns, name, domain string) *v1alpha1.SendingDomain {
+	return &v1alpha1.SendingDomain{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       v1alpha1.SendingDomainSpec{Domain: domain, PoolRef: v1alpha1.PoolReference{Name: "transactional", Namespace: "mail"}},
+	}
+}
+
+func credential(ns, name string, senders ...string) *v1alpha1.SMTPCredential {
+	return &v1alpha1.SMTPCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1alpha1.SMTPCredentialSpec{
+			PoolRef:          v1alpha1.PoolReference{Name: "transactional", Namespace: "mail"},
+			AllowedSenders:   senders,
+			PasswordRotation: v1alpha1.PasswordRotation{GracePeriod: &metav1.Duration{Duration: 4 * time.Second}},
+		},
+	}
+}
+
+// txt is a zone-file TXT record with the value split into 255-byte strings.
+func txt(name, value string) string {
+	var parts []string
+	for len(value) > 255 {
+		parts = append(parts, `"`+value[:255]+`"`)
+		value = value[255:]
+	}
+	parts = append(parts, `"`+value+`"`)
+	return name + " 300 IN TXT " + strings.Join(parts, " ")
+}
+
+// kubelet plays kubelet and the projected volume for one relay pod on this
+// host: it copies the pool's Secrets into dir, rewriting the pod's paths
+// and ports to the test's (and the shard digests to match), as the relay
+// process would see them mounted in a pod.
+type kubelet struct {
+	h      *harness
+	dir    string
+	ports  map[string]int
+	mxPort int
+}
+
+func (k *kubelet) secret(name string) (*corev1.Secret, error) {
+	var s corev1.Secret
+	err := k.h.get("mail", name, &s)
+	return &s, err
+}
+
+func (k *kubelet) write(rel string, data []byte) error {
+	p := filepath.Join(k.dir, rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+func (k *kubelet) sync() error {
+	cfgDir := filepath.Join(k.dir, "config")
+	for _, m := range []struct{ secret, dir string }{{"transactional-relay-tls", "tls"}, {"transactional-relay-peer", "peer"}} {
+		s, err := k.secret(m.secret)
+		if err != nil {
+			return err
+		}
+		for key, v := range s.Data {
+			if err := k.write(filepath.Join(m.dir, key), v); err != nil {
+				return err
+			}
+		}
+	}
+	main, err := k.secret(relayconfig.MainSecretName("transactional"))
+	if err != nil {
+		return err
+	}
+	var c config.Config
+	if err := yaml.UnmarshalStrict(main.Data[relayconfig.MainFile], &c); err != nil {
+		return err
+	}
+	c.Include = nil
+	for i := 0; i < relayconfig.NumShards; i++ {
+		s, err := k.secret(relayconfig.ShardSecretName("transactional", i))
+		if err != nil {
+			return err
+		}
+		for key, v := range s.Data {
+			v = []byte(strings.ReplaceAll(string(v), relayconfig.ConfigDir, cfgDir))
+			if err := k.write(filepath.Join("config", key), v); err != nil {
+				return err
+			}
+			if key == relayconfig.ShardFile(i) {
+				sum := sha256.Sum256(v)
+				c.Include = append(c.Include, config.Include{File: filepath.Join(cfgDir, key), SHA256: hex.EncodeToString(sum[:])})
+			}
+		}
+	}
+	c.TLS.CertFile, c.TLS.KeyFile = filepath.Join(k.dir, "tls/tls.crt"), filepath.Join(k.dir, "tls/tls.key")
+	c.Peer = nil // one relay: nobody to hand over to
+	c.Listeners = config.Listeners{
+		Submission:  fmt.Sprintf("127.0.0.1:%d", k.ports["submission"]),
+		Submissions: fmt.Sprintf("127.0.0.1:%d", k.ports["submissions"]),
+		HTTP:        fmt.Sprintf("127.0.0.1:%d", k.ports["http"]),
+		Admin:       fmt.Sprintf("127.0.0.1:%d", k.ports["admin"]),
+	}
+	c.Queue.Directory = filepath.Join(k.dir, "spool")
+	c.Delivery.MXPort = k.mxPort
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return k.write("config/relay.yaml", b)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func relayBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "relay")
+	out, err := exec.Command("go", "build", "-o", bin, "mailroom.io/mailroom/cmd/relay").CombinedOutput()
+	if err != nil {
+		t.Fatalf("building the relay: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// send submits one message as an application would, with the settings of
+// its Secret: STARTTLS to the Service name, trusting ca.crt, AUTH PLAIN.
+func send(addr string, secret *corev1.Secret, pw, from, to, subject string) error {
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(secret.Data["ca.crt"])
+	c, err := smtp.DialStartTLS(addr, &tls.Config{RootCAs: roots, ServerName: string(secret.Data["host"])})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", string(secret.Data["username"]), pw)); err != nil {
+		return err
+	}
+	msg := fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: %s\r\n\r\nhello from the seam test\r\n", from, to, subject)
+	return c.SendMail(from, []string{to}, strings.NewReader(msg))
+}
+
+func TestPoolRendersRelaysAndCredentialsEndToEnd(t *testing.T) {
+	h := start(t)
+	dns := dnstest.Start(t)
+	sink := smtpsink.Start(t, "127.0.0.1:0", smtpsink.Options{})
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	comSecret, comRec := dkimSecret(t, "mail", "example-com", "example.com", "mr-com", edKey)
+	orgSecret, orgRec := dkimSecret(t, "mail", "example-org", "example.org", "mr-org", rsaKey)
+	dns.Add(t, "rcpt.test. 300 IN MX 10 mx.rcpt.test.", "mx.rcpt.test. 300 IN A 127.0.0.1",
+		txt("mr-com._domainkey.example.com.", comRec), txt("mr-org._domainkey.example.org.", orgRec))
+
+	apps := map[string]string{"team": "apps"}
+	pool := &v1alpha1.RelayPool{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "mail", Name: "transactional"},
+		Spec: v1alpha1.RelayPoolSpec{
+			Replicas: ptr.To[int32](2), Hostname: "relay.example.com",
+			AllowedNamespaces: v1alpha1.AllowedNamespaces{From: v1alpha1.NamespacesFromSelector, Selector: &metav1.LabelSelector{MatchLabels: apps}},
+			Delivery:          v1alpha1.DeliverySpec{Resolvers: []string{dns.Addr}},
+		},
+	}
+	h.create(namespace("mail", apps), namespace("shop", apps), namespace("billing", apps), namespace("denied", nil),
+		comSecret, orgSecret, sendingDomain("mail", "example-com", "example.com"), sendingDomain("mail", "example-org", "example.org"),
+		pool,
+		credential("shop", "shop", "example.com"),
+		credential("billing", "billing", "example.org", "noreply@example.org"),
+		credential("shop", "stray", "stray.example.net"),
+		credential("denied", "intruder", "example.com"))
+
+	t.Run("refusals are conditions and leave the configuration alone", func(t *testing.T) {
+		stray := &v1alpha1.SMTPCredential{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "stray"}}
+		h.eventually("stray's Ready", h.condition(stray, func() []metav1.Condition { return stray.Status.Conditions }, "Ready", metav1.ConditionFalse, smtpcredential.ReasonSenderNotCovered))
+		if c := meta.FindStatusCondition(stray.Status.Conditions, "Ready"); !strings.Contains(c.Message, `spec.allowedSenders[0] "stray.example.net"`) {
+			t.Errorf("stray's message does not name the sender: %s", c.Message)
+		}
+		if c := meta.FindStatusCondition(stray.Status.Conditions, "Stalled"); c == nil || c.Status != metav1.ConditionTrue {
+			t.Errorf("a refused credential is Stalled (kstatus Failed); got %v", c)
+		}
+		intruder := &v1alpha1.SMTPCredential{ObjectMeta: metav1.ObjectMeta{Namespace: "denied", Name: "intruder"}}
+		h.eventually("intruder's Ready", h.condition(intruder, func() []metav1.Condition { return intruder.Status.Conditions }, "Ready", metav1.ConditionFalse, smtpcredential.ReasonNotAllowed))
+		var s corev1.Secret
+		if err := h.get("denied", "intruder-smtp", &s); err == nil {
+			t.Errorf("a credential the pool does not admit got a Secret")
+		}
+	})
+
+	var cfg *config.Config
+	t.Run("the configuration holds exactly the admitted domains and credentials", func(t *testing.T) {
+		h.eventually("two credentials in the config", func() error {
+			if err := h.get("mail", "transactional", pool); err != nil {
+				return err
+			}
+			if pool.Status.Credentials != 2 || pool.Status.Domains != 2 || pool.Status.ConfigRevision == 0 {
+				return fmt.Errorf("status says %d domains, %d credentials, revision %d; %v", pool.Status.Domains, pool.Status.Credentials, pool.Status.ConfigRevision, pool.Status.Conditions)
+			}
+			return nil
+		})
+		cfg = loadRendered(t, h)
+		var users, domains []string
+		for _, c := range cfg.Credentials {
+			users = append(users, c.Username)
+			if !strings.HasPrefix(c.PasswordHash, "$mr-sha256$") {
+				t.Errorf("%s: the relay gets a hash, got %q", c.Username, c.PasswordHash)
+			}
+		}
+		for _, d := range cfg.Domains {
+			domains = append(domains, d.Name)
+		}
+		if got := strings.Join(sortStrings(users), ","); got != "billing.billing,shop.shop" {
+			t.Errorf("credentials in the config: %s", got)
+		}
+		if got := strings.Join(sortStrings(domains), ","); got != "example.com,example.org" {
+			t.Errorf("domains in the config: %s", got)
+		}
+		if cfg.Revision < 1 || cfg.Revision != pool.Status.ConfigRevision {
+			t.Errorf("config revision %d, status %d", cfg.Revision, pool.Status.ConfigRevision)
+		}
+	})
+
+	t.Run("the pod template and the other objects", func(t *testing.T) { checkObjects(t, h, pool) })
+
+	t.Run("with no relay pods nothing claims to be applied", func(t *testing.T) {
+		h.eventually("pool ConfigApplied", h.condition(pool, func() []metav1.Condition { return pool.Status.Conditions }, v1alpha1.RelayPoolConfigApplied, metav1.ConditionFalse, relaypool.ReasonNoReadyRelays))
+		shop := &v1alpha1.SMTPCredential{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "shop"}}
+		h.eventually("shop's Ready", h.condition(shop, func() []metav1.Condition { return shop.Status.Conditions }, "Ready", metav1.ConditionFalse, smtpcredential.ReasonNoReadyRelays))
+		if c := meta.FindStatusCondition(shop.Status.Conditions, "Reconciling"); c == nil || c.Status != metav1.ConditionTrue {
+			t.Errorf("a credential waiting for relays is Reconciling; got %v", c)
+		}
+	})
+
+	// The seam: the real relay process runs the rendered configuration.
+	k := &kubelet{h: h, dir: t.TempDir(), mxPort: sink.Port, ports: map[string]int{
+		"submission": freePort(t), "submissions": freePort(t), "http": freePort(t), "admin": freePort(t)}}
+	if err := k.sync(); err != nil {
+		t.Fatal(err)
+	}
+	stopSync := make(chan struct{})
+	syncDone := make(chan struct{})
+	go func() {
+		defer close(syncDone)
+		for {
+			select {
+			case <-stopSync:
+				return
+			case <-time.After(300 * time.Millisecond):
+				_ = k.sync()
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stopSync); <-syncDone })
+	logFile, _ := os.Create(filepath.Join(k.dir, "relay.log"))
+	relay := exec.Command(relayBinary(t), "--config", filepath.Join(k.dir, "config/relay.yaml"), "--log-format", "text")
+	relay.Stdout, relay.Stderr = logFile, logFile
+	if err := relay.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = relay.Process.Kill()
+		_ = relay.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(logFile.Name())
+			t.Logf("relay log:\n%s", b)
+		}
+	})
+	h.relays.mu.Lock()
+	h.relays.port = k.ports["http"]
+	h.relays.mu.Unlock()
+	// The pod the relay process stands for, Ready as kubelet would report.
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "mail", Name: "transactional-relay-0", Labels: relaypool.SelectorLabels(pool)},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "relay", Image: "localhost/mailroom:test"}}},
+	}
+	h.create(pod)
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "127.0.0.1",
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	if err := h.c.Status().Update(h.ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	submit := fmt.Sprintf("127.0.0.1:%d", k.ports["submission"])
+
+	var shopSecret corev1.Secret
+	t.Run("Ready once the relay runs the revision, and the login works", func(t *testing.T) {
+		h.eventually("pool Ready", h.condition(pool, func() []metav1.Condition { return pool.Status.Conditions }, "Ready", metav1.ConditionTrue, ""))
+		shop := &v1alpha1.SMTPCredential{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "shop"}}
+		h.eventually("shop's Ready", h.condition(shop, func() []metav1.Condition { return shop.Status.Conditions }, "Ready", metav1.ConditionTrue, ""))
+		if err := h.get("shop", "shop-smtp", &shopSecret); err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []string{"host", "port", "username", "password", "url", "ca.crt"} {
+			if len(shopSecret.Data[key]) == 0 {
+				t.Errorf("credential Secret lacks %s", key)
+			}
+		}
+		if got := string(shopSecret.Data["host"]); got != "transactional-relay.mail.svc.cluster.local" {
+			t.Errorf("host = %s", got)
+		}
+		if len(shopSecret.Data["password"]) < 43 {
+			t.Errorf("password of %d characters holds less than 256 bits", len(shopSecret.Data["password"]))
+		}
+		if !strings.HasPrefix(string(shopSecret.Data["url"]), "smtp://shop.shop:") || !strings.HasSuffix(string(shopSecret.Data["url"]), "@transactional-relay.mail.svc.cluster.local:587") {
+			t.Errorf("url = %s", shopSecret.Data["url"])
+		}
+		if err := send(submit, &shopSecret, string(shopSecret.Data["password"]), "app@example.com", "someone@rcpt.test", "seam"); err != nil {
+			t.Fatalf("submission with the generated password: %v", err)
+		}
+		h.eventually("the message at the sink", func() error {
+			for _, m := range sink.Messages() {
+				if m.Accepted && strings.Contains(string(m.Data), "Subject: seam") {
+					report, err := dkimpy.Verify(dns.Addr, m.Data)
+					if err != nil {
+						t.Fatalf("dkimpy: %v\n%s", err, report)
+					}
+					if !strings.Contains(report, "d=example.com s=mr-com") {
+						t.Errorf("signed with the wrong key: %s", report)
+					}
+					return nil
+				}
+			}
+			return errors.New("not delivered yet")
+		})
+	})
+
+	t.Run("an unchanged world writes nothing", func(t *testing.T) {
+		time.Sleep(time.Second) // let in-flight reconciles finish
+		h.writes.Reset()
+		for range 3 {
+			if _, err := h.pool.Reconcile(h.ctx, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "mail", Name: "transactional"}}); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range [][2]string{{"shop", "shop"}, {"billing", "billing"}, {"shop", "stray"}, {"denied", "intruder"}} {
+				if _, err := h.creds.Reconcile(h.ctx, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: c[0], Name: c[1]}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if n := h.writes.Total(); n != 0 {
+			t.Errorf("three resyncs of an unchanged world wrote %d times:\n%s", n, h.writes)
+		}
+	})
+
+	t.Run("password rotation: both work during the grace period, then only the new one", func(t *testing.T) {
+		old := string(shopSecret.Data["password"])
+		shop := &v1alpha1.SMTPCredential{}
+		if err := h.get("shop", "shop", shop); err != nil {
+			t.Fatal(err)
+		}
+		shop.Annotations = map[string]string{v1alpha1.AnnotationRotatePassword: "1"}
+		if err := h.c.Update(h.ctx, shop); err != nil {
+			t.Fatal(err)
+		}
+		var fresh corev1.Secret
+		h.eventually("a new password", func() error {
+			if err := h.get("shop", "shop-smtp", &fresh); err != nil {
+				return err
+			}
+			if string(fresh.Data["password"]) == old {
+				return errors.New("still the old password")
+			}
+			return nil
+		})
+		h.eventually("the new password accepted", func() error {
+			return send(submit, &fresh, string(fresh.Data["password"]), "app@example.com", "someone@rcpt.test", "new password")
+		})
+		if err := send(submit, &fresh, old, "app@example.com", "someone@rcpt.test", "old password in grace"); err != nil {
+			t.Errorf("the old password during the grace period: %v", err)
+		}
+		h.eventually("the old password refused", func() error {
+			err := send(submit, &fresh, old, "app@example.com", "someone@rcpt.test", "old password after grace")
+			var se *smtp.SMTPError
+			if errors.As(err, &se) && se.Code == 535 {
+				return nil
+			}
+			return fmt.Errorf("after the grace period the old password gave %v", err)
+		})
+		if err := send(submit, &fresh, string(fresh.Data["password"]), "app@example.com", "someone@rcpt.test", "new password after grace"); err != nil {
+			t.Errorf("the new password after the grace period: %v", err)
+		}
+	})
+}
+
+func sortStrings(s []string) []string {
+	out := append([]string(nil), s...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+// loadRendered reads the pool's Secrets and loads them with the relay's
+// own loader, as a pod would see them.
+func loadRendered(t *testing.T, h *harness) *config.Config {
+	t.Helper()
+	k := &kubelet{h: h, dir: t.TempDir(), mxPort: 25, ports: map[string]int{"submission": 1587, "submissions": 1465, "http": 18080, "admin": 18081}}
+	var err error
+	for range 50 {
+		if err = k.sync(); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(filepath.Join(k.dir, "config/relay.yaml"))
+	if err != nil {
+		t.Fatalf("the relay's loader refuses the rendered config: %v", err)
+	}
+	return c
+}
+
+func checkObjects(t *testing.T, h *harness, pool *v1alpha1.RelayPool) {
+	var sts appsv1.StatefulSet
+	if err := h.get("mail", "transactional-relay", &sts); err != nil {
+		t.Fatal(err)
+	}
+	ps := sts.Spec.Template.Spec
+	ctr := ps.Containers[0]
+	checks := []struct {
+		what      string
+		got, want any
+	}{
+		{"replicas", *sts.Spec.Replicas, int32(2)},
+		{"image", ctr.Image, "localhost/mailroom:test"},
+		{"runAsNonRoot", *ps.SecurityContext.RunAsNonRoot, true},
+		{"fsGroup", *ps.SecurityContext.FSGroup, int64(65532)},
+		{"seccomp", ps.SecurityContext.SeccompProfile.Type, corev1.SeccompProfileTypeRuntimeDefault},
+		{"readOnlyRootFilesystem", *ctr.SecurityContext.ReadOnlyRootFilesystem, true},
+		{"allowPrivilegeEscalation", *ctr.SecurityContext.AllowPrivilegeEscalation, false},
+		{"capabilities", fmt.Sprint(ctr.SecurityContext.Capabilities.Drop), "[ALL]"},
+		{"readiness", ctr.ReadinessProbe.HTTPGet.Path, "/readyz"},
+		{"liveness", ctr.LivenessProbe.HTTPGet.Path, "/healthz"},
+		// limits.shutdownDelay 5s + shutdownGrace 25s + delivery 20s + margin
+		{"terminationGracePeriodSeconds", *ps.TerminationGracePeriodSeconds, int64(config.ShutdownBudget(defaults()) / time.Second)},
+		{"config sources", len(ps.Volumes[0].Projected.Sources), relayconfig.NumShards + 1},
+		{"anti-affinity topology", ps.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.TopologyKey, "kubernetes.io/hostname"},
+		{"claim", sts.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().String(), "5Gi"},
+		{"claims kept on delete", sts.Spec.PersistentVolumeClaimRetentionPolicy.WhenDeleted, appsv1.RetainPersistentVolumeClaimRetentionPolicyType},
+		{"owner", metav1.IsControlledBy(&sts, pool), true},
+	}
+	for _, c := range checks {
+		if fmt.Sprint(c.got) != fmt.Sprint(c.want) {
+			t.Errorf("StatefulSet %s = %v, want %v", c.what, c.got, c.want)
+		}
+	}
+	for _, m := range ctr.VolumeMounts {
+		if m.Name != "spool" && !m.ReadOnly {
+			t.Errorf("mount %s is writable", m.Name)
+		}
+	}
+	var svc, headless corev1.Service
+	if err := h.get("mail", "transactional-relay", &svc); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprintf("%s %d %d", svc.Spec.Type, svc.Spec.Ports[0].Port, svc.Spec.Ports[1].Port); got != "ClusterIP 587 465" {
+		t.Errorf("app Service: %s", got)
+	}
+	if err := h.get("mail", "transactional-relay-headless", &headless); err != nil {
+		t.Fatal(err)
+	}
+	if headless.Spec.ClusterIP != corev1.ClusterIPNone || !headless.Spec.PublishNotReadyAddresses {
+		t.Errorf("headless Service: clusterIP %q, publishNotReadyAddresses %v", headless.Spec.ClusterIP, headless.Spec.PublishNotReadyAddresses)
+	}
+	var pdb policyv1.PodDisruptionBudget
+	if err := h.get("mail", "transactional-relay", &pdb); err != nil {
+		t.Errorf("no PodDisruptionBudget for 2 replicas: %v", err)
+	} else if pdb.Spec.MaxUnavailable.IntValue() != 1 {
+		t.Errorf("PDB maxUnavailable %v", pdb.Spec.MaxUnavailable)
+	}
+	var np networkingv1.NetworkPolicy
+	if err := h.get("mail", "transactional-relay", &np); err != nil {
+		t.Fatal(err)
+	}
+	smtpFrom, _ := json.Marshal(np.Spec.Ingress[0].From)
+	if !strings.Contains(string(smtpFrom), `"team":"apps"`) {
+		t.Errorf("SMTP is admitted from %s, want the pool's namespace selector", smtpFrom)
+	}
+	var cm corev1.ConfigMap
+	if err := h.get("mail", "transactional-relay-ca", &cm); err != nil || !strings.Contains(cm.Data["ca.crt"], "BEGIN CERTIFICATE") {
+		t.Errorf("CA ConfigMap: %v", err)
+	}
+}
+
+func defaults() *config.Config {
+	var c config.Config
+	c.SetDefaults()
+	return &c
+}
