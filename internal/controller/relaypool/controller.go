@@ -9,8 +9,8 @@ package relaypool
 
 import (
 	"bytes"
-	"crypto/rand"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"maps"
