@@ -11,7 +11,7 @@ import (
 
 // CacheOptions is how the manager caches: Secrets only when mailroom wrote
 // them (labelled apply.ManagedByLabel=apply.ManagedByValue, which
-// apply.Object sets on every Secret), every other kind it reads in full.
+// apply.Object sets on every Secret), ConfigMaps likewise, Pods only when they are relays; every other kind it reads in full.
 // A cluster's other Secrets (thousands, in some) never enter the manager's
 // memory; a Secret mailroom only reads, such as a user's TLS Secret,
 // smarthost credentials or a DKIM key made by hand, is read live through
@@ -21,6 +21,10 @@ func CacheOptions() cache.Options {
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{apply.ManagedByLabel: apply.ManagedByValue})},
+			// The pool CA ConfigMaps mailroom writes, not the cluster's.
+			&corev1.ConfigMap{}: {Label: labels.SelectorFromSet(labels.Set{apply.ManagedByLabel: apply.ManagedByValue})},
+			// Only relay pods: the RelayPool controller reads their readiness.
+			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{"app.kubernetes.io/name": "mailroom-relay"})},
 		},
 	}
 }
