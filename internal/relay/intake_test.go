@@ -191,6 +191,14 @@ func TestUndecodableAuthDataIs501(t *testing.T) {
 		r := e.rawTLS(t)
 		wantReply(t, r.send("AUTH\r\n"), "501 5.5.4")
 	})
+	// An AUTH response is data, however it looks: this one is valid
+	// base64 that reads like the STARTTLS command.
+	t.Run("response that looks like a command", func(t *testing.T) {
+		r := e.rawTLS(t)
+		wantReply(t, r.send("AUTH LOGIN\r\n"), "334 ")
+		wantReply(t, r.send("STARTTLSAAAA\r\n"), "334 ")
+		wantReply(t, r.send(base64.StdEncoding.EncodeToString([]byte("wrong"))+"\r\n"), "535 5.7.8")
+	})
 }
 
 // --- envelope addresses ---

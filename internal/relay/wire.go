@@ -59,6 +59,7 @@ type wireConn struct {
 
 	wbuf         []byte // a reply line written in parts
 	dropGreeting bool   // after STARTTLS: go-smtp's new 220 is not for the client
+	saslLine     bool   // after a 334: the next line is an AUTH response, not a command
 }
 
 type wireMode int
@@ -166,6 +167,10 @@ func (w *wireConn) Read(p []byte) (int, error) {
 		}
 		if err != nil {
 			// A last line without LF; go-smtp sees the error next.
+			return w.hand(p, line), nil
+		}
+		if w.saslLine {
+			w.saslLine = false
 			return w.hand(p, line), nil
 		}
 		handled, err := w.command(line)
@@ -509,6 +514,8 @@ func (w *wireConn) Write(p []byte) (int, error) {
 			continue
 		case strings.HasPrefix(line, "354 "):
 			w.mode, w.ds, w.lineLen = modeData, dsLineStart, 0
+		case strings.HasPrefix(line, "334 "):
+			w.saslLine = true
 		}
 		if r, ok := replyRewrites[line]; ok {
 			line = r
