@@ -242,7 +242,7 @@ const (
 // holding a worker or being looked at again by every pass.
 const (
 	minBusyDelay = 2 * time.Second
-	maxBusyDelay = time.Minute
+	maxBusyDelay = 10 * time.Second
 )
 
 // dispatch starts attempts for due messages, as many as the concurrency
