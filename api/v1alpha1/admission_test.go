@@ -305,11 +305,11 @@ func TestRefusedBecauseTheyWouldBreakMailOrDNSLater(t *testing.T) {
 	t.Run("RequestsAboveLimits", func(t *testing.T) {
 		checkRefusals(t, []refusal{
 			{"memory", "RelayPool", validPool + "resources: {requests: {memory: 2Gi}, limits: {memory: 1Gi}}",
-				"spec.resources", "resources.requests.memory must not exceed resources.limits.memory"},
+				"spec.resources.requests[memory]", "resources.requests.memory must not exceed resources.limits.memory"},
 			{"cpu", "RelayPool", validPool + "resources: {requests: {cpu: '2'}, limits: {cpu: 500m}}",
-				"spec.resources", "resources.requests.cpu must not exceed resources.limits.cpu"},
+				"spec.resources.requests[cpu]", "resources.requests.cpu must not exceed resources.limits.cpu"},
 			{"ephemeral storage", "RelayPool", validPool + "resources: {requests: {ephemeral-storage: 2Gi}, limits: {ephemeral-storage: 1Gi}}",
-				"spec.resources", "resources.requests.ephemeral-storage must not exceed resources.limits.ephemeral-storage"},
+				"spec.resources.requests[ephemeral-storage]", "resources.requests.ephemeral-storage must not exceed resources.limits.ephemeral-storage"},
 		})
 	})
 	t.Run("ControlCharactersInTXTValues", func(t *testing.T) {
