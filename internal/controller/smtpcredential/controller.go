@@ -25,6 +25,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -78,6 +79,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Secret{}).
 		Watches(&v1alpha1.RelayPool{}, handler.EnqueueRequestsFromMapFunc(r.poolToCredentials)).
 		Watches(&v1alpha1.SendingDomain{}, handler.EnqueueRequestsFromMapFunc(r.domainToCredentials)).
+		// Each reconcile is a few cached reads and at most two writes;
+		// several in flight keep thousands of credentials from queueing
+		// behind API round trips.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
 		Named("smtpcredential").
 		Complete(r)
 }
