@@ -87,6 +87,9 @@ func object(ctx context.Context, c client.Client, scheme *runtime.Scheme, desire
 		if err != nil {
 			return false, err
 		}
+		// A typed object read from the API server (not the cache) has no
+		// apiVersion and kind; they are not what is compared.
+		have["apiVersion"], have["kind"] = u.GetAPIVersion(), u.GetKind()
 		if Subset(u.Object, have) {
 			return false, nil
 		}

@@ -27,6 +27,7 @@ import (
 	"mailroom.io/mailroom/internal/dkim"
 	"mailroom.io/mailroom/internal/testutil/bindtest"
 	"mailroom.io/mailroom/internal/testutil/envtest"
+	"mailroom.io/mailroom/internal/testutil/writecount"
 )
 
 // These tests drive the SendingDomain reconciler by calling Reconcile
@@ -42,6 +43,7 @@ type sdHarness struct {
 	r      *Reconciler
 	clock  *clocktesting.FakeClock
 	events *events.FakeRecorder
+	writes *writecount.Counter
 	bind   *bindtest.Server
 	ns     string
 	// published remembers which names publishEndpoint wrote, to remove
@@ -87,8 +89,11 @@ func TestReconciler(t *testing.T) {
 		}
 		nsCount++
 		h.ns = fmt.Sprintf("sd-%d", nsCount)
-		// Each subtest gets its own reconciler state on the shared cache.
-		h.r = &Reconciler{Client: r.Client, APIReader: mgr.GetAPIReader(), Scheme: r.Scheme, MinVerifyBackoff: r.MinVerifyBackoff, QueryTimeout: r.QueryTimeout,
+		// Each subtest gets its own reconciler state on the shared cache,
+		// and its own write counter.
+		var wc client.Client
+		wc, h.writes = writecount.WrapClient(r.Client, r.Scheme)
+		h.r = &Reconciler{Client: wc, APIReader: mgr.GetAPIReader(), Scheme: r.Scheme, MinVerifyBackoff: r.MinVerifyBackoff, QueryTimeout: r.QueryTimeout,
 			Clock: h.clock, Recorder: h.events}
 		h.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: h.ns}})
 		h.create(&v1alpha1.RelayPool{
@@ -173,12 +178,19 @@ func TestReconciler(t *testing.T) {
 		}
 
 		// Reconciling the unchanged domain, also when a check is due and
-		// finds the same, writes nothing.
+		// finds the same, writes nothing: resyncs at the same instant and
+		// after several verify intervals.
 		before := h.versions(sd)
+		h.writes.Reset()
 		h.reconcile(sd)
-		h.clock.Step(time.Hour)
-		h.reconcile(sd)
-		h.reconcile(sd)
+		for range 3 {
+			h.clock.Step(time.Hour)
+			h.reconcile(sd)
+			h.reconcile(sd)
+		}
+		if n := h.writes.Total(); n != 0 {
+			t.Fatalf("%d writes to an unchanged domain:\n%s", n, h.writes)
+		}
 		if after := h.versions(sd); !maps.Equal(before, after) {
 			t.Fatalf("an unchanged domain was written: %v -> %v", before, after)
 		}
@@ -193,6 +205,89 @@ func TestReconciler(t *testing.T) {
 			t.Fatalf("message %q", c.Message)
 		}
 		h.expectEvent(ReasonVerifyFailed)
+	})
+
+	t.Run("verification follows external-dns reading the DNSEndpoint, not the backoff", func(t *testing.T) {
+		h := newHarness(t)
+		sd := h.createDomain("example-test", nil)
+		h.reconcile(sd)
+		h.expectCondition(h.get(sd), v1alpha1.SendingDomainDNSVerified, metav1.ConditionFalse, "DKIMRecordMissing")
+		// A streak of failures long enough for the backoff to have grown.
+		for range 4 {
+			h.clock.Step(2 * time.Minute)
+			h.reconcile(sd)
+		}
+		ep := h.endpoint(sd)
+		h.publishEndpoint(ep)
+		if res := h.reconcile(sd); res.RequeueAfter <= 5*time.Second {
+			t.Fatalf("requeue after %v; the test wants a grown backoff first", res.RequeueAfter)
+		}
+		h.expectCondition(h.get(sd), v1alpha1.SendingDomainDNSVerified, metav1.ConditionFalse, "DKIMRecordMissing")
+
+		// external-dns reads the DNSEndpoint (and writes the records just
+		// after): the check is due at once, whatever the backoff said.
+		h.observeEndpoint(ep)
+		h.reconcile(sd)
+		sd = h.get(sd)
+		h.expectCondition(sd, v1alpha1.SendingDomainDNSVerified, metav1.ConditionTrue, "RecordsVerified")
+		h.expectCondition(sd, v1alpha1.ConditionReady, metav1.ConditionTrue, ReasonReady)
+		if c := meta.FindStatusCondition(sd.Status.Conditions, "Reconciling"); c != nil {
+			t.Fatalf("Reconciling %s on a Ready domain", c.Status)
+		}
+	})
+
+	t.Run("while external-dns publishes, failed checks retry at the shortest delay", func(t *testing.T) {
+		h := newHarness(t)
+		sd := h.createDomain("example-test", nil)
+		h.reconcile(sd)
+		// external-dns has read the records but not written them yet.
+		h.observeEndpoint(h.endpoint(sd))
+		res := h.reconcile(sd)
+		for i := range 5 {
+			if res.RequeueAfter != 5*time.Second {
+				t.Fatalf("retry %d after %v, want 5s while external-dns publishes", i, res.RequeueAfter)
+			}
+			h.clock.Step(res.RequeueAfter)
+			res = h.reconcile(sd)
+		}
+		sd = h.get(sd)
+		h.expectCondition(sd, v1alpha1.ConditionReady, metav1.ConditionFalse, "DKIMRecordMissing")
+		// Waiting on DNS is progress, not a dead end.
+		h.expectCondition(sd, "Reconciling", metav1.ConditionTrue, "DKIMRecordMissing")
+		// Past the window the backoff takes over again.
+		h.clock.Step(time.Minute)
+		h.reconcile(sd)
+		h.clock.Step(5 * time.Second)
+		if res := h.reconcile(sd); res.RequeueAfter <= 5*time.Second {
+			t.Fatalf("retry after %v past the publish window, want the backoff", res.RequeueAfter)
+		}
+	})
+
+	t.Run("a key Secret made outside mailroom is read live and adopted", func(t *testing.T) {
+		h := newHarness(t)
+		key, err := dkim.Generate(dkim.Ed25519, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := dkim.NewKeyring("example.test", "handmade", key, h.clock.Now()).SecretData()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// No labels: the manager's cache does not hold it.
+		if err := h.c.Create(h.ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "example-test-dkim"}, Data: data}); err != nil {
+			t.Fatal(err)
+		}
+		sd := h.createDomain("example-test", nil)
+		h.reconcile(sd)
+		sd = h.get(sd)
+		if sd.Status.DKIM.ActiveSelector != "handmade" {
+			t.Fatalf("signs with %q, want the adopted key", sd.Status.DKIM.ActiveSelector)
+		}
+		h.expectEvent(ReasonKeyAdopted)
+		secret := h.secret(sd)
+		if secret.Type != corev1.SecretTypeOpaque || secret.Labels["app.kubernetes.io/managed-by"] != "mailroom" {
+			t.Fatalf("adopted Secret: type %s, labels %v; want its own type and mailroom's label", secret.Type, secret.Labels)
+		}
 	})
 
 	t.Run("a resolver that does not answer is a reason, retried with backoff", func(t *testing.T) {
@@ -577,6 +672,17 @@ func (h *sdHarness) versions(sd *v1alpha1.SendingDomain) map[string]string {
 		"Secret":        h.secret(sd).ResourceVersion,
 		"DNSEndpoint":   h.endpoint(sd).ResourceVersion,
 	}
+}
+
+// observeEndpoint does what external-dns does when it reads a DNSEndpoint:
+// it sets status.observedGeneration.
+func (h *sdHarness) observeEndpoint(ep *externaldnsv1alpha1.DNSEndpoint) {
+	h.t.Helper()
+	ep.Status.ObservedGeneration = ep.Generation
+	if err := h.c.Status().Update(h.ctx, ep); err != nil {
+		h.t.Fatal(err)
+	}
+	h.waitForVersion(ep)
 }
 
 // publishEndpoint does what external-dns does with the DNSEndpoint: each
