@@ -65,6 +65,15 @@ type process struct {
 	log    *syncBuffer
 	cmd    *exec.Cmd
 	exited chan struct{}
+	// ended: the test stopped it for good (end), so its absence at cleanup
+	// is no failure.
+	ended bool
+}
+
+// end stops the process for good.
+func (p *process) end() {
+	p.ended = true
+	p.stop()
 }
 
 func (p *process) start(t testing.TB) {
@@ -97,7 +106,7 @@ func runProcess(t testing.TB, name, path string, args ...string) *process {
 	p := &process{name: name, path: path, args: args, log: &syncBuffer{}}
 	p.start(t)
 	t.Cleanup(func() {
-		if !p.stop() {
+		if !p.stop() && !p.ended {
 			t.Errorf("%s exited during the test", name)
 		}
 		if t.Failed() {

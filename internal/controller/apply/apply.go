@@ -56,8 +56,8 @@ func Guarded(ctx context.Context, c client.Client, scheme *runtime.Scheme, desir
 }
 
 func object(ctx context.Context, c client.Client, scheme *runtime.Scheme, desired, live client.Object, guard bool) (bool, error) {
-	if live != nil && reflect.ValueOf(live).IsNil() {
-		// A typed nil (a nil *corev1.Secret passed as client.Object).
+	if isNil(live) {
+		// Also a typed nil (a nil *corev1.Secret passed as client.Object).
 		live = nil
 	}
 	u, err := ToApply(scheme, desired, false)
@@ -82,7 +82,7 @@ func object(ctx context.Context, c client.Client, scheme *runtime.Scheme, desire
 	}
 	ann[HashAnnotation] = hash
 	u.SetAnnotations(ann)
-	if !isNil(live) && live.GetResourceVersion() != "" && live.GetAnnotations()[HashAnnotation] == hash {
+	if live != nil && live.GetResourceVersion() != "" && live.GetAnnotations()[HashAnnotation] == hash {
 		have, err := runtime.DefaultUnstructuredConverter.ToUnstructured(live)
 		if err != nil {
 			return false, err
