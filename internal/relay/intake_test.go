@@ -293,6 +293,13 @@ func TestSenderHeaderIsHeldToTheAllowedSenders(t *testing.T) {
 			t.Fatalf("reply %q", se.Message)
 		}
 	})
+	t.Run("outside the allowed senders, from swaks", func(t *testing.T) {
+		out, err := swaks(t, e, "--server", e.submissionAddr(), "--tls", "--auth", "PLAIN", "--auth-user", shopUser,
+			"--auth-password", shopPass, "--add-header", "Sender: boss@evil.example")
+		if err == nil || !strings.Contains(out, "<~* 550 5.7.1 Sender: header address <boss@evil.example> is not allowed") {
+			t.Fatalf("swaks: %v\n%s", err, out)
+		}
+	})
 	t.Run("two Sender fields", func(t *testing.T) {
 		_, err := send(c, "orders@example.com", []string{"x@example.net"}, withSender("Sender: a@example.com\r\nSender: b@example.com"))
 		wantCode(t, err, 550, "5.6.0")
