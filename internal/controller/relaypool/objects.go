@@ -125,12 +125,13 @@ func StatefulSet(pool *v1alpha1.RelayPool, image string, replicas int32, grace i
 			PodManagementPolicy: appsv1.ParallelPodManagement,
 			Selector:            &metav1.LabelSelector{MatchLabels: SelectorLabels(pool)},
 			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
-			// Pods removed by scaling down have handed their queue over
-			// first (see the drain in the reconciler), so their claims hold
-			// nothing; on pool deletion the user decides.
+			// Claims of pods removed by scaling down are kept: after a
+			// drain they are empty (and reused on scale-up), and scaling to
+			// 0, which cannot drain, must not delete queued mail. On pool
+			// deletion the user decides.
 			PersistentVolumeClaimRetentionPolicy: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
 				WhenDeleted: whenDeleted,
-				WhenScaled:  appsv1.DeletePersistentVolumeClaimRetentionPolicyType,
+				WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
 			},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: objectLabels(pool)},
