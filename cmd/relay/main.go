@@ -4,11 +4,18 @@
 //
 //	relay --config relay.yaml
 //
-// The file format is documented in package internal/relay/config. The
-// relay reloads it when it changes (or on SIGHUP); on SIGTERM it reports
-// not ready, stops accepting, lets sessions finish within
-// limits.shutdownGrace, lets deliveries in progress finish within
-// delivery.shutdownGrace, and closes the queue.
+// The file format is documented in package internal/relay/config. At
+// startup the relay waits until the include shards the file lists are
+// consistent with it; it reloads the files when they change (or on
+// SIGHUP). On SIGTERM it reports not ready at once and keeps accepting for
+// limits.shutdownDelay (while Kubernetes takes it out of the Service's
+// endpoints), then stops accepting, lets sessions finish within
+// limits.shutdownGrace and deliveries within delivery.shutdownGrace, and
+// closes the queue: config.ShutdownBudget is the sum. SIGINT skips the
+// delay. When the configuration's drain list names this relay (peer.self)
+// it does the same without exiting, then hands its queue to the other
+// pool members over the peer path (package peer) and reports drained on
+// /status.
 //
 // It also delivers the queue (package scheduler over package delivery) and
 // serves the admin API on listeners.admin (loopback only). The queue
@@ -33,9 +40,9 @@ import (
 	"syscall"
 	"time"
 
+	"mailroom.io/mailroom/internal/peer"
 	"mailroom.io/mailroom/internal/queue"
 	"mailroom.io/mailroom/internal/relay"
-	"mailroom.io/mailroom/internal/relay/config"
 )
 
 func main() {
@@ -60,7 +67,13 @@ func main() {
 }
 
 func run(log *slog.Logger, configPath string, poll time.Duration) error {
-	cfg, err := config.Load(configPath)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	cfg, err := loadConsistent(log, configPath, sigs)
+	if errors.Is(err, errStopped) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -75,20 +88,33 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 		q.Close()
 		return err
 	}
+	lc := &lifecycle{log: log, q: q, dl: dl, restart: make(chan struct{})}
+	if cfg.Peer != nil {
+		lc.node, err = peer.New(peer.Options{Spool: q, Logger: log.With("component", "peer"), Registerer: m.Registry}, cfg)
+		if err != nil {
+			dl.stop(context.Background())
+			q.Close()
+			return err
+		}
+	}
 	srv, err := relay.New(relay.Options{Config: cfg, ConfigPath: configPath, Queue: q, Logger: log, Metrics: m,
-		OnApply: dl.apply})
+		OnApply: lc.apply})
 	if err != nil {
 		dl.stop(context.Background())
 		q.Close()
 		return err
 	}
+	lc.srv = srv
 	dl.signReports(srv.SignReport)
-	al, err := net.Listen("tcp", cfg.Listeners.Admin)
-	if err != nil {
+	fail := func(err error) error {
 		srv.Shutdown(context.Background())
 		dl.stop(context.Background())
 		q.Close()
-		return fmt.Errorf("listeners.admin: %w", err)
+		return err
+	}
+	al, err := net.Listen("tcp", cfg.Listeners.Admin)
+	if err != nil {
+		return fail(fmt.Errorf("listeners.admin: %w", err))
 	}
 	as := &http.Server{Handler: dl.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -98,10 +124,7 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 	}()
 	hl, err := net.Listen("tcp", cfg.Listeners.HTTP)
 	if err != nil {
-		srv.Shutdown(context.Background())
-		dl.stop(context.Background())
-		q.Close()
-		return fmt.Errorf("listeners.http: %w", err)
+		return fail(fmt.Errorf("listeners.http: %w", err))
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -109,44 +132,44 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 			log.Error("relay: http", "err", err)
 		}
 	}()
+	if lc.node != nil {
+		pl, err := net.Listen("tcp", cfg.Listeners.Peer)
+		if err != nil {
+			return fail(fmt.Errorf("listeners.peer: %w", err))
+		}
+		go func() {
+			if err := lc.node.Serve(pl); err != nil {
+				log.Error("relay: peer listener", "err", err)
+			}
+		}()
+		log.Info("relay: peer path listening", "peer", pl.Addr().String(), "self", cfg.Peer.Self)
+	}
 	dl.sched.Start()
-	log.Info("relay: ready", "http", hl.Addr().String(), "admin", al.Addr().String(), "queue", cfg.Queue.Directory, "queued", q.Len())
+	log.Info("relay: ready", "http", hl.Addr().String(), "admin", al.Addr().String(), "queue", cfg.Queue.Directory,
+		"queued", q.Len(), "revision", cfg.Revision)
+	lc.follow(cfg)
 
 	ctx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	srv.WatchConfig(ctx, poll)
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	for sig := range sigs {
-		if sig == syscall.SIGHUP {
-			_ = srv.Reload()
-			continue
+	var sig os.Signal
+wait:
+	for {
+		select {
+		case sig = <-sigs:
+			if sig == syscall.SIGHUP {
+				_ = srv.Reload()
+				continue
+			}
+			break wait
+		case <-lc.restart:
+			break wait
 		}
-		break
 	}
-	signal.Stop(sigs)
 	stopWatch()
-
-	grace := srv.Config().Limits.ShutdownGrace.Duration
-	sctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	// Readiness turns false at once (Shutdown sets it first), so the
-	// Service stops sending new clients while sessions finish.
-	err = srv.Shutdown(sctx)
-	if err != nil {
-		log.Warn("relay: sessions cut off at the shutdown deadline", "grace", grace.String())
-	}
-	// Intake is closed: no new messages. Deliveries in progress finish or
-	// are cut off at the deadline; their outcomes are written before the
-	// queue closes.
-	dgrace := srv.Config().Delivery.ShutdownGrace.Duration
-	dctx, dcancel := context.WithTimeout(context.Background(), dgrace)
-	defer dcancel()
-	if err := dl.stop(dctx); err != nil {
-		log.Warn("relay: deliveries cut off at the shutdown deadline; they are retried after restart", "grace", dgrace.String())
-	}
-	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	lc.shutdown(sig == syscall.SIGINT)
+	hctx, hcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer hcancel()
 	_ = hs.Shutdown(hctx)
 	_ = as.Shutdown(hctx)

@@ -115,6 +115,7 @@ type Node struct {
 	// unknown outcome went to.
 	mu     sync.Mutex
 	sticky map[string]string
+	srv    *http.Server
 
 	handedOver *prometheus.CounterVec
 	received   *prometheus.CounterVec
@@ -197,11 +198,25 @@ func (n *Node) Serve(ln net.Listener) error {
 		}},
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
+	n.mu.Lock()
+	n.srv = srv
+	n.mu.Unlock()
 	err := srv.ServeTLS(ln, "", "")
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return err
+}
+
+// Shutdown stops Serve, letting imports in progress finish until ctx ends.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.mu.Lock()
+	srv := n.srv
+	n.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	return srv.Shutdown(ctx)
 }
 
 // Handler is the peer API (without TLS; Serve adds it).

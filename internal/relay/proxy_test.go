@@ -32,7 +32,7 @@ func dialProxied(t *testing.T, localIP, addr, client string) net.Conn {
 
 // TestProxyProtocolFromTrustedSourcesOnly: a balancer on 127.0.0.1 sends
 // PROXY v2 headers and the relay uses the client address in them (trusted
-// network, per-IP limit, Received:, logs); a header from 127.0.0.2 closes
+// network, per-IP limit, Received:, logs); a header from another source (127.0.0.3) closes
 // the connection; 127.0.0.1 without a header is refused.
 func TestProxyProtocolFromTrustedSourcesOnly(t *testing.T) {
 	e := startRelay(t, envOptions{limits: "{maxConnectionsPerIP: 1}", extra: `proxyProtocol: {trustedCIDRs: [127.0.0.1/32]}
@@ -80,7 +80,7 @@ trustedNetworks: [{name: legacy, cidrs: [10.42.7.0/24], allowedSenders: [example
 	plain := smtp.NewClient(mustDial(t, "127.0.0.2", addr))
 	wantCode(t, plain.Mail("billing@example.com", nil), 530, "5.7.0")
 	plain.Close()
-	spoof := dialProxied(t, "127.0.0.2", addr, "10.42.7.9:40004")
+	spoof := dialProxied(t, "127.0.0.3", addr, "10.42.7.9:40004")
 	br := bufio.NewReader(spoof)
 	spoof.SetReadDeadline(time.Now().Add(30 * time.Second))
 	greet, _ := br.ReadString('\n')

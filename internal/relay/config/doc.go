@@ -45,9 +45,14 @@
 // # Shutdown budget
 //
 // ShutdownBudget(c) = limits.shutdownDelay + limits.shutdownGrace +
-// delivery.shutdownGrace + ShutdownMargin (5s): the longest the shutdown
-// sequence after SIGTERM takes; the operator derives the pod's
-// terminationGracePeriodSeconds from it.
+// delivery.shutdownGrace + ShutdownMargin (10s), 60s with the defaults:
+// the longest the shutdown sequence after SIGTERM takes. The operator
+// derives the pod's terminationGracePeriodSeconds from it. The sequence:
+// readiness off at once; still accepting for shutdownDelay (Kubernetes
+// removes a terminating pod from the Service endpoints asynchronously);
+// listeners closed, idle sessions 421, sessions in a transaction finish
+// within limits.shutdownGrace; deliveries in progress finish within
+// delivery.shutdownGrace; the queue closes.
 //
 // # Sizes and durations
 //

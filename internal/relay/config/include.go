@@ -186,9 +186,9 @@ func (c *Config) Files() []string {
 }
 
 // ShutdownMargin is the fixed part of ShutdownBudget: closing sessions cut
-// off at limits.shutdownGrace, stopping the HTTP listeners and closing the
-// queue.
-const ShutdownMargin = 5 * time.Second
+// off at limits.shutdownGrace (at most 5s), stopping the peer and HTTP
+// listeners (at most 2s each) and closing the queue.
+const ShutdownMargin = 10 * time.Second
 
 // ShutdownBudget is the longest the relay's shutdown sequence can take
 // after SIGTERM: limits.shutdownDelay (still accepting, readiness off) +
