@@ -166,7 +166,18 @@ func TestThousandDomainsFiveThousandCredentialsSettle(t *testing.T) {
 		}
 		return out
 	}
-	time.Sleep(2 * time.Second) // let requeued reconciles drain
+	// Settled means quiet: no write for five seconds (requeued reconciles
+	// of thousands of objects drain slowly on a loaded machine).
+	quiet := time.Now()
+	for last := -1; time.Since(quiet) < 5*time.Second; time.Sleep(250 * time.Millisecond) {
+		if n := h.writes.Total(); n != last {
+			last, quiet = n, time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writes never stopped:\n%s", h.writes)
+		}
+	}
+	quietAt := time.Since(t0)
 	before := snapshot()
 	h.writes.Reset()
 	var resync time.Duration
@@ -189,6 +200,6 @@ func TestThousandDomainsFiveThousandCredentialsSettle(t *testing.T) {
 			size += len(v)
 		}
 	}
-	t.Logf("%d domains + %d credentials: created in %s, all rendered after %s, every credential settled after %s; one pool resync %s; config %d KiB over %d Secrets; test process RSS (API objects of the test included) %d MiB",
-		nd, nc, created.Round(time.Second), rendered.Round(time.Second), settled.Round(time.Second), resync.Round(time.Millisecond), size>>10, relayconfig.NumShards+1, rssKiB()>>10)
+	t.Logf("%d domains + %d credentials: created in %s, all rendered after %s, every credential settled after %s, no more writes after %s; one pool resync %s; config %d KiB over %d Secrets; test process RSS (API objects of the test included) %d MiB",
+		nd, nc, created.Round(time.Second), rendered.Round(time.Second), settled.Round(time.Second), quietAt.Round(time.Second), resync.Round(time.Millisecond), size>>10, relayconfig.NumShards+1, rssKiB()>>10)
 }
