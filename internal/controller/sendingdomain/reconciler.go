@@ -45,11 +45,11 @@ import (
 )
 
 // +kubebuilder:rbac:groups=mailroom.io,resources=sendingdomains,verbs=get;list;watch
-// +kubebuilder:rbac:groups=mailroom.io,resources=sendingdomains/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=mailroom.io,resources=sendingdomains/status,verbs=get;patch
 // +kubebuilder:rbac:groups=mailroom.io,resources=relaypools,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
-// +kubebuilder:rbac:groups=externaldns.k8s.io,resources=dnsendpoints,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=externaldns.k8s.io,resources=dnsendpoints,verbs=get;list;watch;create;patch
 
 // Reconciler keeps a SendingDomain's DKIM keys, its DNSEndpoint and its
 // status in line with its spec and with DNS.
