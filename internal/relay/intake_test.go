@@ -470,6 +470,19 @@ func TestOutOfSequenceCommandsAre503(t *testing.T) {
 			r.cmd(250, "NOOP")
 		})
 	}
+	t.Run("AUTH inside a transaction", func(t *testing.T) {
+		e2 := startRelay(t, envOptions{extra: "trustedNetworks: [{name: legacy, cidrs: [127.0.0.2/32], allowedSenders: [example.com]}]\n"})
+		conn, err := tls.DialWithDialer(netDialer("127.0.0.2"), "tcp", e2.submissionsAddr(), e2.tlsConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := smtp.NewClient(conn)
+		defer c.Close()
+		if err := c.Mail("orders@example.com", nil); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, c.Auth(sasl.NewPlainClient("", shopUser, shopPass)), 503, "5.5.1")
+	})
 	t.Run("MAIL before EHLO", func(t *testing.T) {
 		conn, err := tls.Dial("tcp", e.submissionsAddr(), e.tlsConfig())
 		if err != nil {

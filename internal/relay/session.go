@@ -114,6 +114,13 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 		ss.s.m.authFailures.WithLabelValues("no_tls").Inc()
 		return nil, ss.reject("auth_without_tls", errTLSRequired)
 	}
+	ss.mu.Lock()
+	inTransaction := ss.pr != nil
+	ss.mu.Unlock()
+	if inTransaction {
+		// RFC 4954 §4.
+		return nil, smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "Bad sequence of commands: AUTH inside a mail transaction")
+	}
 	switch mech {
 	case sasl.Plain, saslogin.Mechanism:
 	default:
