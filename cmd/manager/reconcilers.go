@@ -40,5 +40,8 @@ func setupReconcilers(mgr ctrl.Manager, relayImage string) error {
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the SendingDomain controller: %w", err)
 	}
+	if err := registerStatusMetrics(mgr); err != nil {
+		return fmt.Errorf("registering the status metrics: %w", err)
+	}
 	return nil
 }
