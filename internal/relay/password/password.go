@@ -122,6 +122,9 @@ func HashToken(secret string) (string, error) {
 	return tokenPrefix + base64.RawStdEncoding.EncodeToString(salt[:]) + "$" + base64.RawStdEncoding.EncodeToString(d[:]), nil
 }
 
+// IsToken reports whether hash is a HashToken hash.
+func IsToken(hash string) bool { return strings.HasPrefix(hash, tokenPrefix) }
+
 func tokenDigest(salt []byte, secret string) [sha256.Size]byte {
 	h := sha256.New()
 	h.Write(salt)
