@@ -531,7 +531,10 @@ type RelayPoolStatus struct {
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`
 // +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
+// +kubebuilder:printcolumn:name="Revision",type=integer,JSONPath=`.status.configRevision`,description="configuration revision rendered"
+// +kubebuilder:printcolumn:name="Applied",type=integer,JSONPath=`.status.appliedRevision`,description="oldest revision a ready relay runs"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type RelayPool struct {
 	metav1.TypeMeta `json:",inline"`

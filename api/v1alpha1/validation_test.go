@@ -172,7 +172,7 @@ func TestPrinterColumnsAndCategory(t *testing.T) {
 	ctx := context.Background()
 	crds := map[string][]string{
 		"sendingdomains.mailroom.io":  {"Domain", "Pool", "Selector", "Verified", "Ready", "Age"},
-		"relaypools.mailroom.io":      {"Replicas", "Available", "Endpoint", "Ready", "Age"},
+		"relaypools.mailroom.io":      {"Replicas", "Available", "Endpoint", "Revision", "Applied", "Ready", "Reason", "Age"},
 		"smtpcredentials.mailroom.io": {"Username", "Pool", "Secret", "Suspended", "Ready", "Age"},
 	}
 	for name, want := range crds {
