@@ -284,10 +284,11 @@ func (r *Reconciler) reconcile(ctx context.Context, s *state) error {
 
 // retry turns the errors of a normal race into a quiet requeue: a Conflict
 // from the keyring's resourceVersion guard (the cache had not seen the
-// last write yet) is retried without an ERROR in the log. Anything else is
-// returned, for controller-runtime to log and retry with backoff.
+// last write yet), or NotFound from a write to a domain deleted meanwhile,
+// is retried without an ERROR in the log. Anything else is returned, for
+// controller-runtime to log and retry with backoff.
 func (r *Reconciler) retry(ctx context.Context, err error) (ctrl.Result, error) {
-	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err) {
 		log.FromContext(ctx).V(1).Info("retrying after a concurrent change", "reason", err.Error())
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
