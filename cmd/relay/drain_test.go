@@ -20,7 +20,7 @@ import (
 // withPeer gives p a peer listener and section: certificates from ca as
 // the operator issues them, every member's address, and self (empty: from
 // MAILROOM_POD_NAME in the environment).
-func withPeer(t *testing.T, p *relayProc, ca certs.Pair, port int, self string, addrs []string) {
+func withPeer(t *testing.T, p *relayProc, ca certs.Pair, port int, self string, addrs []string, shutdownDelay string) {
 	t.Helper()
 	leaf, err := certs.Issue(rand.Reader, ca, []string{"localhost"}, certs.Server|certs.Client, time.Now())
 	if err != nil {
@@ -35,7 +35,7 @@ func withPeer(t *testing.T, p *relayProc, ca certs.Pair, port int, self string, 
 	}
 	b, _ := os.ReadFile(p.cfgPath)
 	cfg := strings.Replace(string(b), "listeners: {", fmt.Sprintf("listeners: {peer: \"127.0.0.1:%d\", ", port), 1)
-	cfg = strings.Replace(cfg, "limits: {shutdownGrace: 20s}", "limits: {shutdownGrace: 20s, shutdownDelay: 1s}", 1)
+	cfg = strings.Replace(cfg, "limits: {shutdownGrace: 20s}", "limits: {shutdownGrace: 20s, shutdownDelay: "+shutdownDelay+"}", 1)
 	cfg += fmt.Sprintf("peer: {caFile: %[1]s/ca.crt, certFile: %[1]s/tls.crt, keyFile: %[1]s/tls.key, self: %[2]q, addresses: [%[3]s]}\n",
 		dir, self, strings.Join(addrs, ", "))
 	if err := os.WriteFile(p.cfgPath, []byte(cfg), 0o600); err != nil {
@@ -57,18 +57,25 @@ func status(t *testing.T, p *relayProc) relay.Status {
 	return st
 }
 
-// appendConfig adds YAML to a relay's config file the way a Secret update
-// replaces it: a new file renamed over the old.
-func appendConfig(t *testing.T, p *relayProc, yaml string) {
+// setConfig replaces a relay's config file the way a Secret update does:
+// a new file renamed over the old.
+func setConfig(t *testing.T, p *relayProc, content []byte) {
 	t.Helper()
-	b, _ := os.ReadFile(p.cfgPath)
 	tmp := p.cfgPath + ".new"
-	if err := os.WriteFile(tmp, append(b, yaml...), 0o600); err != nil {
+	if err := os.WriteFile(tmp, content, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(tmp, p.cfgPath); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// appendConfig adds YAML to a relay's config file the way a Secret update
+// replaces it: a new file renamed over the old.
+func appendConfig(t *testing.T, p *relayProc, yaml string) {
+	t.Helper()
+	b, _ := os.ReadFile(p.cfgPath)
+	setConfig(t, p, append(b, yaml...))
 }
 
 // TestDrainHandsTheQueueToAnotherRelayWhichDeliversExactlyOnce: two relay
@@ -91,10 +98,10 @@ func TestDrainHandsTheQueueToAnotherRelayWhichDeliversExactlyOnce(t *testing.T) 
 	pa, pb := freePort(t), freePort(t)
 	addrs := []string{fmt.Sprintf("\"localhost:%d\"", pa), fmt.Sprintf("\"localhost:%d\"", pb)}
 	a := w.relay(fastRetry, ", paused: true")
-	withPeer(t, a, ca, pa, "", addrs)
+	withPeer(t, a, ca, pa, "", addrs, "1s")
 	a.env = append(a.env, "MAILROOM_POD_NAME=relay-a") // the downward API
 	b := w.relay(fastRetry, "")
-	withPeer(t, b, ca, pb, "relay-b", addrs)
+	withPeer(t, b, ca, pb, "relay-b", addrs, "1s")
 	a.start()
 	b.start()
 
@@ -152,5 +159,36 @@ func TestDrainHandsTheQueueToAnotherRelayWhichDeliversExactlyOnce(t *testing.T) 
 	time.Sleep(500 * time.Millisecond)
 	if n := delivered(sink)["handover-1"]; n != 1 {
 		t.Fatalf("delivered %d times after A stopped", n)
+	}
+}
+
+// TestDrainCancelledBeforeIntakeStopsTakesMailAgain: a relay listed in
+// drain and then removed again within limits.shutdownDelay goes back to
+// ready and keeps taking mail; it never reports drained.
+func TestDrainCancelledBeforeIntakeStopsTakesMailAgain(t *testing.T) {
+	ca, err := certs.NewCA(rand.Reader, "pool CA", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa := freePort(t)
+	a := newRelayFiles(t)
+	withPeer(t, a, ca, pa, "relay-a", []string{fmt.Sprintf("\"localhost:%d\"", pa)}, "1m")
+	a.start()
+	orig, _ := os.ReadFile(a.cfgPath)
+	appendConfig(t, a, "drain: [relay-a]\n")
+	poll(t, "A to report draining and not ready", 30*time.Second, func() bool {
+		st := status(t, a)
+		return st.Draining && !st.Ready && !st.Drained
+	})
+	// Still accepting during the delay.
+	submit(t, a, "app@example.com", []string{"rcpt@dest.test"}, "during-delay")
+	setConfig(t, a, orig)
+	poll(t, "A to be ready again", 30*time.Second, func() bool {
+		st := status(t, a)
+		return !st.Draining && st.Ready
+	})
+	submit(t, a, "app@example.com", []string{"rcpt@dest.test"}, "after-cancel")
+	if st := status(t, a); st.Queued != 2 || st.Drained {
+		t.Fatalf("status %+v", st)
 	}
 }

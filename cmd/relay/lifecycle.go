@@ -120,7 +120,9 @@ func (lc *lifecycle) drain(ctx context.Context, delay time.Duration) {
 	lc.stopDelivery()
 	if err := lc.node.Drain(ctx); err != nil {
 		lc.log.Warn("relay: drain interrupted; the rest stays in this relay's queue", "err", err, "queued", lc.q.Len())
+		return
 	}
+	lc.srv.MarkDrained()
 }
 
 func (lc *lifecycle) stopIntake() {

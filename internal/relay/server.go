@@ -81,6 +81,8 @@ type Server struct {
 	shutting    atomic.Bool
 	terminating atomic.Bool
 	draining    atomic.Bool
+	// handedOver: a drain finished handing the queue over (MarkDrained).
+	handedOver atomic.Bool
 	// pendingShards: the config on disk names include files that are not
 	// consistent yet; the running configuration stays.
 	pendingShards atomic.Bool
@@ -520,6 +522,11 @@ func (s *Server) Terminate() {
 	}
 }
 
+// MarkDrained records that a drain has handed the whole queue over with
+// intake and delivery stopped: only then does /status say drained, so a
+// pod is never removed while it could still take a message.
+func (s *Server) MarkDrained() { s.handedOver.Store(true) }
+
 // Status is what GET /status reports.
 type Status struct {
 	// Revision is the revision of the configuration applied in full.
@@ -527,8 +534,8 @@ type Status struct {
 	// ConfigDigest identifies it (config.ComputeDigest).
 	ConfigDigest string `json:"configDigest"`
 	Ready        bool   `json:"ready"`
-	// Draining: this member is listed in drain; Drained: and its queue
-	// is empty (everything handed over).
+	// Draining: this member is listed in drain; Drained: and it has
+	// stopped taking mail and handed its whole queue over (queue empty).
 	Draining bool `json:"draining"`
 	Drained  bool `json:"drained"`
 	Queued   int  `json:"queued"`
@@ -539,7 +546,7 @@ func (s *Server) Status() Status {
 	cfg := s.Config()
 	st := Status{Revision: cfg.Revision, ConfigDigest: cfg.Digest, Ready: s.Ready() == nil,
 		Draining: s.draining.Load(), Queued: s.q.Len()}
-	st.Drained = st.Draining && st.Queued == 0
+	st.Drained = st.Draining && s.handedOver.Load() && st.Queued == 0
 	return st
 }
 
