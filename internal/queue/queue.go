@@ -331,6 +331,17 @@ func Open(dir string, opts Options) (*Queue, error) {
 		MemTableSize: memTableSize,
 		Merger:       counterMerger,
 		Logger:       pebbleLogger{q.log},
+		// Pebble's default for corruption found while reading is to end
+		// the process; here the read fails instead, and what it was
+		// reading is quarantined, so the rest of the queue keeps working.
+		EventListener: &pebble.EventListener{
+			DataCorruption: func(info pebble.DataCorruptionInfo) {
+				q.corruptions.Add(1)
+				q.log.Error("queue: corrupt data in the store", "file", info.Path,
+					"keys", fmt.Sprintf("[%q, %q]", info.Bounds.Start, info.Bounds.End.Key), "err", info.Details)
+			},
+			BackgroundError: func(err error) { q.log.Error("queue: store background error", "err", err) },
+		},
 		// Newest format: this store has no older readers to stay
 		// compatible with.
 		FormatMajorVersion: pebble.FormatNewest,
@@ -585,10 +596,10 @@ func (q *Queue) getDisk(id string) (diskMessage, error) {
 		return diskMessage{}, ErrNotFound
 	}
 	if err != nil {
-		if pebble.IsCorruptionError(err) {
-			return diskMessage{}, fmt.Errorf("%w: m/%s: %v", ErrCorrupt, id, err)
-		}
-		return diskMessage{}, fmt.Errorf("queue: read %s: %w", id, err)
+		// Pebble marks checksum failures as corruption; a table cut short
+		// or unreadable fails otherwise. Either way the record cannot be
+		// read back: treated alike, so it is quarantined, not lost.
+		return diskMessage{}, fmt.Errorf("%w: m/%s: %v", ErrCorrupt, id, err)
 	}
 	defer closer.Close()
 	var dm diskMessage
