@@ -16,6 +16,10 @@ import (
 // dialProxied connects from localIP and sends a PROXY v2 header claiming
 // the connection comes from client.
 func dialProxied(t *testing.T, localIP, addr, client string) net.Conn {
+	return dialProxiedVersion(t, 2, localIP, addr, client)
+}
+
+func dialProxiedVersion(t *testing.T, version byte, localIP, addr, client string) net.Conn {
 	t.Helper()
 	c, err := netDialer(localIP).Dial("tcp", addr)
 	if err != nil {
@@ -23,7 +27,7 @@ func dialProxied(t *testing.T, localIP, addr, client string) net.Conn {
 	}
 	t.Cleanup(func() { c.Close() })
 	src, _ := net.ResolveTCPAddr("tcp", client)
-	h := proxyproto.HeaderProxyFromAddrs(2, src, c.RemoteAddr())
+	h := proxyproto.HeaderProxyFromAddrs(version, src, c.RemoteAddr())
 	if _, err := h.WriteTo(c); err != nil {
 		t.Fatal(err)
 	}
@@ -63,6 +67,17 @@ trustedNetworks: [{name: legacy, cidrs: [10.42.7.0/24], allowedSenders: [example
 		t.Fatalf("another client behind the same balancer: %q", line)
 	}
 	c.Quit()
+
+	// PROXY v1 (text) works the same.
+	c1 := smtpClient(t, dialProxiedVersion(t, 1, "127.0.0.1", addr, "10.42.7.12:40006"))
+	id1, err := send(c1, "billing@example.com", []string{"customer@example.net"}, simpleMessage("billing@example.com", "via proxy v1"))
+	if err != nil {
+		t.Fatalf("PROXY v1: %v", err)
+	}
+	if _, body := e.queued(id1); !strings.Contains(body, "10.42.7.12") {
+		t.Fatalf("PROXY v1: Received: lacks the client:\n%s", body[:min(len(body), 400)])
+	}
+	c1.Quit()
 
 	// The balancer must send a header.
 	raw, err := netDialer("127.0.0.1").Dial("tcp", addr)
