@@ -15,6 +15,10 @@ CONTROLLER_TOOLS_VERSION ?= v0.23.0
 BIN := $(CURDIR)/bin
 K8S_ASSETS := $(BIN)/k8s/$(K8S_VERSION)
 CONTROLLER_GEN := $(BIN)/tools/controller-gen-$(CONTROLLER_TOOLS_VERSION)/controller-gen
+HELM_VERSION ?= v3.22.0
+HELM := $(BIN)/helm/$(HELM_VERSION)/helm
+PROMTOOL := $(BIN)/promtool/v0.316.0/promtool
+IMG ?= localhost/mailroom:dev
 
 # envtest (controller-runtime) finds kube-apiserver and etcd here.
 export KUBEBUILDER_ASSETS := $(K8S_ASSETS)
@@ -29,6 +33,7 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from kubebuilder markers.
 	$(CONTROLLER_GEN) rbac:roleName=mailroom-manager crd paths="./api/...;./internal/controller/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	cp config/crd/bases/*.yaml charts/mailroom/crds/
 	cp config/rbac/role.yaml charts/mailroom/files/role.yaml
+	hack/gen-monitoring.sh
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy code.
@@ -43,14 +48,22 @@ vet:
 	go vet ./...
 
 .PHONY: check-generated
-check-generated: manifests generate ## Fail when generated files differ from what is committed.
-	@if [ -n "$$(git status --porcelain -- api config charts/mailroom/crds charts/mailroom/files)" ]; then \
-		echo "generated files are stale; run 'make manifests generate' and commit:"; \
-		git status --porcelain -- api config charts/mailroom/crds charts/mailroom/files; git --no-pager diff --stat -- api config charts; exit 1; fi
+check-generated: manifests generate docs ## Fail when generated files differ from what is committed.
+	@if [ -n "$$(git status --porcelain -- api config charts/mailroom/crds charts/mailroom/files docs/api.md)" ]; then \
+		echo "generated files are stale; run 'make manifests generate docs' and commit:"; \
+		git status --porcelain -- api config charts/mailroom/crds charts/mailroom/files docs/api.md; git --no-pager diff --stat -- api config charts docs/api.md; exit 1; fi
+
+.PHONY: docs
+docs: ## Generate docs/api.md, the reference of every CRD field, from the types in api/.
+	go run ./hack/apidocs -out docs/api.md
 
 .PHONY: check-fmt
 check-fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+.PHONY: docker-build
+docker-build: ## Build the image (both binaries) with a container engine: docker build -t $(IMG) .
+	docker build -t $(IMG) .
 
 .PHONY: build
 build: ## Build the manager and relay binaries into bin/.
@@ -60,7 +73,7 @@ build: ## Build the manager and relay binaries into bin/.
 ##@ Test
 
 .PHONY: test
-test: check-fmt check-generated vet test-deps envtest-assets unit demo-once e2e ## Everything CI runs.
+test: check-fmt check-generated vet test-deps envtest-assets test-chart test-alerts unit demo-once e2e ## Everything CI runs.
 
 # Packages with concurrent hot paths run under the race detector.
 RACE_PKGS := ./internal/relay/... ./internal/queue/... ./cmd/relay/... ./internal/delivery/... \
@@ -74,6 +87,25 @@ unit: ## Go tests (unit, envtest, relay against real peers); race detector on re
 	rest=$$(go list ./... | grep -v -x -F -e "$$(printf '%s\n' $$race)" | grep -v /test/e2e/cluster); \
 	go test -count=1 -timeout 20m $$rest; \
 	go test -count=1 -race -timeout 20m $$race
+
+.PHONY: test-chart
+test-chart: helm ## helm lint and helm template of charts/mailroom (test/manifests dry-runs what it renders).
+	$(HELM) lint --strict charts/mailroom
+	$(HELM) lint --strict charts/mailroom --set metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.grafanaDashboard.enabled=true,defaultPool.create=true
+	$(HELM) template mailroom charts/mailroom --namespace mailroom-system >/dev/null
+
+.PHONY: test-alerts
+test-alerts: promtool ## promtool check rules and the alert rules' unit tests (test/alerts).
+	$(PROMTOOL) check rules charts/mailroom/files/alerts.yaml
+	$(PROMTOOL) test rules test/alerts/alerts_test.yaml
+
+.PHONY: helm
+helm: ## Build helm $(HELM_VERSION) from the Go module proxy into bin/helm/.
+	HELM_VERSION=$(HELM_VERSION) hack/build-helm.sh
+
+.PHONY: promtool
+promtool: ## Build promtool from the Go module proxy into bin/promtool/.
+	hack/build-promtool.sh
 
 .PHONY: test-deps
 test-deps: ## Install the Debian packages tests use as real peers (BIND, swaks, dkimpy, Postfix).
