@@ -136,6 +136,11 @@ disabled_plugins = [
   # The VM lacks CAP_SYS_RESOURCE: without this every sandbox fails with
   # "can't get final child's PID from pipe: EOF".
   restrict_oom_score_adj = true
+  # Non-root containers without capabilities may bind ports below 1024
+  # (net.ipv4.ip_unprivileged_port_start=0 in each pod's network
+  # namespace, as containerd 2 does by default): the relay pods listen on
+  # 587 and 465 as uid 65532 with every capability dropped.
+  enable_unprivileged_ports = true
   # exec/attach/port-forward stream through the kubelet to this server.
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"

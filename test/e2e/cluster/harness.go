@@ -192,6 +192,10 @@ func (c *Cluster) WaitPodReady(t testing.TB, ns, name string, timeout time.Durat
 	return pod
 }
 
+// PodWaiting says why a pod is not ready: each container's waiting or
+// terminated reason.
+func PodWaiting(p *corev1.Pod) string { return podWaiting(p) }
+
 func podWaiting(p *corev1.Pod) string {
 	var s []string
 	for _, cs := range p.Status.ContainerStatuses {

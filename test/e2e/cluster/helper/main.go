@@ -2,10 +2,12 @@
 // in pods (image localhost/e2e-helper:dev): an HTTP server that stores files
 // on the pod's volume, and a client the suite runs with `kubectl exec` to
 // reach Services by DNS name from inside a pod (the image has no shell or
-// curl).
+// curl), and an SMTP submission client an application pod runs with the
+// credential Secret of an SMTPCredential in its environment.
 //
 //	e2e-helper serve -listen :8080 -data /data
 //	e2e-helper get http://helper.ns.svc.cluster.local:8080/healthz
+//	e2e-helper submit -from app@example.com -to rcpt@example.net -subject S
 package main
 
 import (
@@ -24,7 +26,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: e2e-helper serve|get ...")
+		fmt.Fprintln(os.Stderr, "usage: e2e-helper serve|get|submit ...")
 		os.Exit(2)
 	}
 	var err error
@@ -33,6 +35,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "get":
 		err = get(os.Args[2:])
+	case "submit":
+		err = submit(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
