@@ -3,7 +3,7 @@
 # run (GitHub issue 5): smtp-source submits ~5 KB messages, each MTA looks
 # up the recipient domain's MX on a loopback DNS server and delivers to
 # Postfix's smtp-sink; msg/s from the first accept to the last 250 at the
-# sink, the relay/Postfix ratio, and p50/p99 accept -> delivered latency.
+# sink, the relay/Postfix ratio, and p50/p99 end-of-DATA -> delivered latency.
 #
 # Usage: hack/bench-delivery.sh [flags for test/bench/delivery, e.g. -messages 20000]
 # Needs root (ports 25 and 53, Postfix's master, a private mount namespace

@@ -166,6 +166,9 @@ func (r *Relay) Start() {
 	}
 }
 
+// PID is the running relay's process id.
+func (r *Relay) PID() int { return r.cmd.Process.Pid }
+
 // Metric reads one unlabelled (or fully labelled, name including the
 // labels) sample from /metrics; 0 when absent.
 func (r *Relay) Metric(name string) float64 {
