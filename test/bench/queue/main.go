@@ -142,7 +142,7 @@ func fill(dir string, n int) {
 				_, err = qw.Write(body)
 				benchkit.Must(err)
 				benchkit.Must(qw.Commit(queue.Message{From: "load@example.com", Origin: "network:bench",
-					Header: "DKIM-Signature: v=1; a=ed25519-sha256; d=example.com; s=bench; b=fill\r\n",
+					Header:     "DKIM-Signature: v=1; a=ed25519-sha256; d=example.com; s=bench; b=fill\r\n",
 					Recipients: []queue.Recipient{{Address: fmt.Sprintf("r%d@d%d.example.net", i, i%1000)}}}))
 			}
 		}()
