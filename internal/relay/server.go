@@ -280,11 +280,9 @@ func (s *Server) admit(l *listener, raw net.Conn, ip netip.Addr) {
 	}
 	s.m.sessions.WithLabelValues(l.name).Inc()
 	s.m.activeSessions.Inc()
-	var c net.Conn = tc
-	if l.implicitTLS {
-		c = tls.Server(tc, s.tlsConfig)
-	}
-	s.dispatch(l.name, c)
+	// TLS and the SMTP byte stream are the relay's (wire.go); go-smtp
+	// gets the plaintext.
+	s.dispatch(l.name, s.wire(tc, l.implicitTLS))
 }
 
 // refuse answers a connection that is not admitted and closes it.
