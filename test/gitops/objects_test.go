@@ -299,7 +299,9 @@ func kindOf(obj client.Object) string {
 	return fmt.Sprintf("%T", obj)
 }
 
-func key(obj client.Object) string { return kindOf(obj) + " " + obj.GetNamespace() + "/" + obj.GetName() }
+func key(obj client.Object) string {
+	return kindOf(obj) + " " + obj.GetNamespace() + "/" + obj.GetName()
+}
 
 func newOf(obj client.Object) client.Object {
 	return obj.DeepCopyObject().(client.Object)
