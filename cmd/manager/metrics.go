@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"mailroom.io/mailroom/api/v1alpha1"
+	"mailroom.io/mailroom/internal/certs"
 	"mailroom.io/mailroom/internal/controller/relaypool"
 )
 
@@ -102,7 +101,7 @@ func (m *statusMetrics) Collect(ch chan<- prometheus.Metric) {
 			}
 			continue
 		}
-		if t, ok := notAfter(s.Data[corev1.TLSCertKey]); ok {
+		if t, err := certs.NotAfter(s.Data[corev1.TLSCertKey]); err == nil {
 			gauge(certExpiryDesc, float64(t.Unix()), p.Namespace, p.Name, name)
 		}
 	}
@@ -127,24 +126,4 @@ func (m *statusMetrics) Collect(ch chan<- prometheus.Metric) {
 	for i := range creds.Items {
 		conds("SMTPCredential", &creds.Items[i], creds.Items[i].Status.Conditions)
 	}
-}
-
-// notAfter is the expiry of the first certificate in a PEM chain.
-func notAfter(chain []byte) (time.Time, bool) {
-	for len(chain) > 0 {
-		var b *pem.Block
-		b, chain = pem.Decode(chain)
-		if b == nil {
-			return time.Time{}, false
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return time.Time{}, false
-		}
-		return c.NotAfter, true
-	}
-	return time.Time{}, false
 }
