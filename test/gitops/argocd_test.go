@@ -153,3 +153,26 @@ func TestArgoCDHealthChecksOnFixtures(t *testing.T) {
 		t.Error("no Suspended fixture for a suspended SMTPCredential")
 	}
 }
+
+// The documented argocd-cm snippet carries the scripts verbatim.
+func TestArgoCDConfigMapSnippetMatchesScripts(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(customizations(t), "..", "..", "argocd-cm.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm struct {
+		Data map[string]string `json:"data"`
+	}
+	if err := yaml.Unmarshal(b, &cm); err != nil {
+		t.Fatal(err)
+	}
+	if len(cm.Data) != len(kinds) {
+		t.Errorf("argocd-cm.yaml has %d keys, want one per kind", len(cm.Data))
+	}
+	for _, kind := range kinds {
+		key := "resource.customizations.health.mailroom.io_" + kind
+		if cm.Data[key] != readScript(t, kind) {
+			t.Errorf("argocd-cm.yaml %s differs from resource_customizations/mailroom.io/%s/health.lua", key, kind)
+		}
+	}
+}
