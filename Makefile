@@ -73,7 +73,7 @@ build: ## Build the manager and relay binaries into bin/.
 ##@ Test
 
 .PHONY: test
-test: check-fmt check-generated vet test-deps envtest-assets test-chart test-alerts unit demo-once e2e ## Everything CI runs.
+test: check-fmt check-generated vet test-deps envtest-assets test-chart test-alerts unit fuzz demo-once e2e ## Everything CI runs.
 
 # Packages with concurrent hot paths run under the race detector.
 RACE_PKGS := ./internal/relay/... ./internal/queue/... ./cmd/relay/... ./internal/delivery/... \
@@ -106,6 +106,18 @@ helm: ## Build helm $(HELM_VERSION) from the Go module proxy into bin/helm/.
 .PHONY: promtool
 promtool: ## Build promtool from the Go module proxy into bin/promtool/.
 	hack/build-promtool.sh
+
+# Fuzz tests, each for a bounded time (the committed corpora under
+# testdata/fuzz run as regression tests in unit too).
+FUZZTIME ?= 20s
+FUZZ_TARGETS := FuzzCorruptSpool:./internal/queue FuzzDataReader:./internal/relay \
+	FuzzParse:./internal/relay/config FuzzParse:./internal/dsn
+
+.PHONY: fuzz
+fuzz: ## Fuzz the spool's corruption handling, the DATA reader, the config loader and the DSN parser (FUZZTIME each, default 20s).
+	for t in $(FUZZ_TARGETS); do \
+		go test -count=1 -run '^$$' -fuzz "^$${t%%:*}\$$" -fuzztime $(FUZZTIME) "$${t#*:}" || exit 1; \
+	done
 
 .PHONY: test-deps
 test-deps: ## Install the Debian packages tests use as real peers (BIND, swaks, dkimpy, Postfix).
@@ -141,7 +153,7 @@ cluster-down: ## Tear the node down and check nothing remains.
 ##@ Benchmarks
 
 .PHONY: bench
-bench: bench-intake bench-delivery ## All benchmarks; each compares against Postfix in the same run.
+bench: bench-intake bench-delivery bench-queue ## All benchmarks; each compares against Postfix in the same run.
 
 .PHONY: bench-intake
 bench-intake: ## Relay intake (fsync on, 5 KB, 20 sessions) vs Postfix, both fed by smtp-source.
@@ -150,6 +162,10 @@ bench-intake: ## Relay intake (fsync on, 5 KB, 20 sessions) vs Postfix, both fed
 .PHONY: bench-delivery
 bench-delivery: ## End to end: smtp-source → relay → MX via loopback DNS → smtp-sink, vs Postfix with the same DNS and sink.
 	hack/bench-delivery.sh $(BENCH_ARGS)
+
+.PHONY: bench-queue
+bench-queue: ## The spool at 10k, 100k and 1M queued (delivery paused) vs empty: intake, scheduling cost, RSS, restart, disk.
+	hack/bench-queue.sh $(BENCH_ARGS)
 
 $(CONTROLLER_GEN):
 	GOBIN=$(dir $(CONTROLLER_GEN)) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
