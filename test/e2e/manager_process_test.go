@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -38,15 +39,16 @@ func managerBinary(t testing.TB, root string) string {
 
 // startManager runs the manager binary against cfg's API server and waits
 // until /readyz says its caches have synced.
-func startManager(t testing.TB, bin string, cfg *rest.Config) *process {
+func startManager(t testing.TB, bin string, cfg *rest.Config, extraArgs ...string) *process {
 	t.Helper()
 	probe := freeLoopbackAddr(t)
-	p := runProcess(t, "manager", bin,
-		"--kubeconfig="+writeKubeconfig(t, cfg),
+	args := append([]string{
+		"--kubeconfig=" + writeKubeconfig(t, cfg),
 		"--metrics-bind-address=0",
-		"--health-probe-bind-address="+probe,
+		"--health-probe-bind-address=" + probe,
 		"--log-format=json",
-	)
+	}, extraArgs...)
+	p := runProcess(t, "manager", bin, args...)
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		resp, err := http.Get("http://" + probe + "/readyz")
@@ -94,6 +96,34 @@ func settledRSS(t testing.TB, p *process, d time.Duration) float64 {
 		peak = max(peak, rssMiB(t, p))
 	}
 	return peak
+}
+
+// metricSum adds up the samples of a metric family (a counter, or a
+// histogram's _sum/_count) whose labels include match, from a Prometheus
+// text endpoint.
+func metricSum(t testing.TB, url, name, match string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") || !strings.Contains(l, match) {
+			continue
+		}
+		f := strings.Fields(l)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
 
 // errorLines are the manager's log lines at level ERROR (JSON log).

@@ -30,6 +30,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -257,8 +258,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return r.retry(ctx, err)
 	}
-	return ctrl.Result{RequeueAfter: s.requeue}, nil
+	res := ctrl.Result{RequeueAfter: s.requeue}
+	if s.verdicts[v1alpha1.SendingDomainKeyReady].State == conditions.OK {
+		// The follow-ups of a domain with a key (mostly DNS checks, a few
+		// milliseconds) go ahead of first reconciles, which generate a key
+		// (up to a second of CPU for RSA): with hundreds of new domains,
+		// Ready keeps following the records rather than the backlog.
+		res.Priority = ptr.To(followUpPriority)
+	}
+	return res, nil
 }
+
+// followUpPriority is the work queue priority of a keyed domain's requeues;
+// events have priority 0 (controller-runtime's priority queue).
+const followUpPriority = 1
 
 func (r *Reconciler) reconcile(ctx context.Context, s *state) error {
 	if r.checkConflict(s) {
