@@ -75,6 +75,11 @@ func TestOperator(t *testing.T) {
 
 	mgr := installManager(t, c, image)
 	t.Logf("manager pod %s/%s Ready (image %s)", mgr.Namespace, mgr.Name, mgr.Spec.Containers[0].Image)
+	if ns, err := c.Client.CoreV1().Namespaces().Get(ctx, managerNamespace, metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	} else if ns.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Errorf("namespace %s does not enforce the restricted Pod Security Standard: labels %v", managerNamespace, ns.Labels)
+	}
 
 	restricted := map[string]string{
 		"pod-security.kubernetes.io/enforce":         "restricted",
@@ -309,6 +314,11 @@ spec:
 			st.halt()
 			t.Fatal(err)
 		}
+		podsBefore, err := relayPods(ctx, c, mailNS, opPool)
+		if err != nil {
+			st.halt()
+			t.Fatal(err)
+		}
 		if out, err := c.Kubectl("rollout", "restart", "-n", mailNS, "statefulset/"+opPool+"-relay"); err != nil {
 			st.halt()
 			t.Fatalf("%v\n%s", err, out)
@@ -326,6 +336,16 @@ spec:
 			return err == nil, err
 		})
 		t.Logf("rollout took %.1fs; %d messages acknowledged so far", time.Since(start).Seconds(), st.ackedCount())
+		podsAfter, err := relayPods(ctx, c, mailNS, opPool)
+		if err != nil {
+			st.halt()
+			t.Fatal(err)
+		}
+		for name, p := range podsBefore {
+			if q, ok := podsAfter[name]; ok && q.UID == p.UID {
+				t.Errorf("%s was not replaced by the rollout", name)
+			}
+		}
 		waitAcked(t, c, st, st.ackedCount()+20)
 		st.halt()
 		checkStream(t, c, sink, st)
@@ -389,6 +409,12 @@ spec:
 				fmt.Errorf("%s still there: %v; Ready=%s %s: %s", departing, still, status, reason, message)
 		})
 		t.Logf("scale-down took %.1fs", time.Since(start).Seconds())
+		claim := "spool-" + departing
+		if pvc, err := c.Client.CoreV1().PersistentVolumeClaims(mailNS).Get(ctx, claim, metav1.GetOptions{}); err == nil {
+			t.Logf("the departed pod's claim %s is kept (%s, volume %s)", claim, pvc.Status.Phase, pvc.Spec.VolumeName)
+		} else {
+			t.Logf("the departed pod's claim %s: %v", claim, err)
+		}
 		if got := sinkSubjects(sink, subject)[subject]; got != 0 {
 			t.Errorf("the held message was delivered %d times while the sink deferred it", got)
 		}
