@@ -178,6 +178,9 @@ func (q *Queue) scrub() {
 			if len(keys) < 1024 {
 				break
 			}
+			// A big queue's scrub should not compete with intake right
+			// after a restart: it is a background check.
+			time.Sleep(5 * time.Millisecond)
 			lower = append(keys[len(keys)-1], 0)
 		}
 	}

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/binary"
@@ -333,7 +334,7 @@ func Open(dir string, opts Options) (*Queue, error) {
 	}
 	cache := pebble.NewCache(opts.CacheSize)
 	q.cache = cache
-	db, err := pebble.Open(q.dbDir, &pebble.Options{
+	popts := &pebble.Options{
 		Cache:        cache,
 		MemTableSize: memTableSize,
 		Merger:       counterMerger,
@@ -352,7 +353,15 @@ func Open(dir string, opts Options) (*Queue, error) {
 		// Newest format: this store has no older readers to stay
 		// compatible with.
 		FormatMajorVersion: pebble.FormatNewest,
-	})
+	}
+	// Bodies go to blob files, so compactions move only keys and small
+	// records instead of rewriting every body at every level; blob files
+	// that are mostly deleted mail are rewritten to give the space back.
+	popts.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
+		return pebble.ValueSeparationPolicy{Enabled: true, MinimumSize: 1024, MaxBlobReferenceDepth: 10,
+			RewriteMinimumAge: 10 * time.Second, TargetGarbageRatio: 0.4}
+	}
+	db, err := pebble.Open(q.dbDir, popts)
 	if err != nil {
 		if pebble.IsCorruptionError(err) {
 			err = fmt.Errorf("%w: %s cannot be opened: %v (see docs/queue-recovery.md)", ErrCorrupt, q.dbDir, err)
@@ -1244,6 +1253,22 @@ func decodeCount(v []byte) int64 {
 		return 0
 	}
 	return int64(binary.LittleEndian.Uint64(v))
+}
+
+// Settle waits until the store has no compaction work pending (after a
+// bulk load, e.g. in benchmarks), or until ctx ends.
+func (q *Queue) Settle(ctx context.Context) error {
+	for {
+		m := q.db.Metrics()
+		if m.Compact.EstimatedDebt == 0 && m.Compact.NumInProgress == 0 && m.Flush.NumInProgress == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // WALSyncs returns how many times the store's write-ahead log was
