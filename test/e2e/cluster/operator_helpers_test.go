@@ -101,6 +101,18 @@ func installManager(t *testing.T, c *cluster.Cluster, image string) *corev1.Pod 
 		if t.Failed() {
 			diagnoseManager(t, c)
 		}
+		// Whatever the outcome: errors the manager logged say where the
+		// controllers struggled (conflicts, failed writes).
+		if logs, err := c.Kubectl("logs", "-n", managerNamespace, "deploy/"+managerDeployment); err == nil {
+			var errs []string
+			for _, line := range strings.Split(logs, "\n") {
+				if strings.Contains(line, `"level":"ERROR"`) {
+					errs = append(errs, line)
+				}
+			}
+			t.Logf("the manager logged %d lines, %d at level ERROR%s", strings.Count(logs, "\n"), len(errs),
+				strings.Join(append([]string{""}, errs[:min(10, len(errs))]...), "\n  "))
+		}
 		for _, f := range []string{manifests, dnsEndpointCRD} {
 			if out, err := c.Kubectl("delete", "-f", f, "--ignore-not-found", "--wait=false"); err != nil {
 				t.Errorf("uninstall: %v\n%s", err, out)

@@ -377,11 +377,13 @@ spec:
 			t.Fatalf("submission to %s: %s", departing, res)
 		}
 		t.Logf("%s acknowledged the message as %s", departing, res.id)
+		var queued *scheduler.MessageInfo
 		c.WaitFor(t, "a deferred attempt of "+res.id+" on "+departing, deliveryTimeout, func(ctx context.Context) (bool, error) {
 			m, err := queuedFor(c, mailNS, departing, held)
 			if err != nil || m == nil {
 				return false, fmt.Errorf("not queued: %v", err)
 			}
+			queued = m
 			return m.Attempts > 0, fmt.Errorf("queued as %s, %d attempts, state %s", m.ID, m.Attempts, m.State)
 		})
 
@@ -429,6 +431,12 @@ spec:
 		t.Logf("handed over to %s as %s (%d attempts so far, state %s, from <%s>)", remaining, m.ID, m.Attempts, m.State, m.From)
 		if m.From != "app@"+opDomain || len(m.Recipients) != 1 || m.Recipients[0].Address != held {
 			t.Errorf("the envelope changed in the handover: from <%s>, recipients %+v", m.From, m.Recipients)
+		}
+		// The retry deadline (received time + maxAge) and the attempts made
+		// travel with the message.
+		if !m.ReceivedAt.Equal(queued.ReceivedAt) || m.Attempts < queued.Attempts || m.Size != queued.Size {
+			t.Errorf("the handover changed the message: received %v -> %v, attempts %d -> %d, size %d -> %d",
+				queued.ReceivedAt, m.ReceivedAt, queued.Attempts, m.Attempts, queued.Size, m.Size)
 		}
 
 		sink.SetScript(smtpsink.Script{})
