@@ -33,6 +33,7 @@ import (
 	"mailroom.io/mailroom/internal/controller/smtpcredential"
 	"mailroom.io/mailroom/internal/testutil/bindtest"
 	"mailroom.io/mailroom/internal/testutil/envtest"
+	"mailroom.io/mailroom/internal/testutil/relayhost"
 )
 
 // expectation is what kstatus and Argo CD must say of one object once the
@@ -51,13 +52,12 @@ type expectation struct {
 // are as created, and every managedFields entry of the field manager
 // "mailroom" is on the status subresource.
 //
-// In envtest no kubelet runs, so no relay pod becomes ready: a RelayPool or
-// SMTPCredential reaches Ready=True only with a real relay process
-// (internal/controller/relaypool's end-to-end test and test/e2e/cluster);
-// their Healthy/Current case is covered here by the fixtures only. A
-// SendingDomain does reach Ready=True: the test plays external-dns (it
-// writes the DNSEndpoint's records into a real BIND and sets its
-// observedGeneration, as external-dns does).
+// In envtest no kubelet runs: for one pool the test runs the real relay
+// process on the rendered configuration and creates its pod, Ready
+// (internal/testutil/relayhost), so that pool and its credential reach
+// Ready=True; another pool has no pod and waits. The test also plays
+// external-dns: it writes a DNSEndpoint's records into a real BIND and sets
+// its observedGeneration, so that a SendingDomain reaches Ready=True.
 func TestStatusOfRealObjects(t *testing.T) {
 	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	env, err := envtest.Start()
@@ -76,13 +76,17 @@ func TestStatusOfRealObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// As cmd/manager wires them (cmd/manager/reconcilers.go).
+	// The one pool with a relay: the real relay process on loopback, its
+	// pod Ready as kubelet would report it.
+	host := relayhost.New(t, env.Client, &v1alpha1.RelayPool{ObjectMeta: metav1.ObjectMeta{Namespace: "gitops", Name: "transactional"}})
+	// As cmd/manager wires them (cmd/manager/reconcilers.go), but the pool
+	// controller reads relay status from the relay process.
 	if err := attachment.SetupIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
 		t.Fatal(err)
 	}
 	for _, setup := range []func(ctrl.Manager) error{
 		(&relaypool.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
-			Recorder: mgr.GetEventRecorder("relaypool-controller"), RelayImage: "localhost/mailroom:test"}).SetupWithManager,
+			Recorder: mgr.GetEventRecorder("relaypool-controller"), RelayImage: "localhost/mailroom:test", Relays: host}).SetupWithManager,
 		(&smtpcredential.Reconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(),
 			Recorder: mgr.GetEventRecorder("smtpcredential-controller")}).SetupWithManager,
 		(&sendingdomain.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
@@ -117,17 +121,21 @@ func TestStatusOfRealObjects(t *testing.T) {
 	}
 
 	cases := []expectation{
-		// No relay pod becomes ready without a kubelet: converging.
-		{pool("transactional", 1, ""), relaypool.ReasonNoReadyRelays, status.InProgressStatus, "Progressing"},
+		// Its relay runs the rendered revision.
+		{pool("transactional", 1, ""), relaypool.ReasonReady, status.CurrentStatus, "Healthy"},
+		// No relay pod here (no kubelet in envtest): converging.
+		{pool("idle", 1, ""), relaypool.ReasonNoReadyRelays, status.InProgressStatus, "Progressing"},
 		// The TLS Secret it names does not exist: stuck until someone acts.
 		{pool("badtls", 1, "no-such-secret"), relaypool.ReasonTLS, status.FailedStatus, "Degraded"},
 		{pool("zero", 0, ""), relaypool.ReasonScaledToZero, status.FailedStatus, "Degraded"},
 		// Published by the test's external-dns, verified against BIND.
 		{domain("example-test", "example.test", "transactional"), sendingdomain.ReasonReady, status.CurrentStatus, "Healthy"},
 		// Published nowhere: DNS verification keeps trying.
-		{domain("unpublished", "sub.example.test", "transactional"), "", status.InProgressStatus, "Progressing"},
+		{domain("unpublished", "sub.example.test", "idle"), "", status.InProgressStatus, "Progressing"},
 		{domain("nopool", "other.example.test", "missing"), sendingdomain.ReasonPoolNotFound, status.FailedStatus, "Degraded"},
-		{cred("shop", "transactional", false, "example.test"), smtpcredential.ReasonNoReadyRelays, status.InProgressStatus, "Progressing"},
+		// The relay accepts its login.
+		{cred("shop", "transactional", false, "example.test"), smtpcredential.ReasonReady, status.CurrentStatus, "Healthy"},
+		{cred("waiting", "idle", false, "sub.example.test"), smtpcredential.ReasonNoReadyRelays, status.InProgressStatus, "Progressing"},
 		{cred("stray", "transactional", false, "stray.example.net"), smtpcredential.ReasonSenderNotCovered, status.FailedStatus, "Degraded"},
 		{cred("paused", "transactional", true, "example.test"), smtpcredential.ReasonSuspended, status.FailedStatus, "Suspended"},
 		{cred("orphan", "missing", false, "example.test"), smtpcredential.ReasonPoolNotFound, status.FailedStatus, "Degraded"},
@@ -143,6 +151,8 @@ func TestStatusOfRealObjects(t *testing.T) {
 		}
 		created[key(tc.obj)] = tc.obj.DeepCopyObject().(client.Object)
 	}
+
+	host.Start(ctx, time.Minute)
 
 	// external-dns, played: publish example-test's DNSEndpoint into BIND.
 	published := map[string]int64{}
