@@ -67,10 +67,13 @@ type fakeDeliverer struct {
 	calls   []call
 	gate    chan struct{}
 	started chan string
+	// down: addresses whose servers are all remembered as down until
+	// the time given (a ReasonHostDown result, nothing tried).
+	down map[string]time.Time
 }
 
 func newFake() *fakeDeliverer {
-	return &fakeDeliverer{script: map[string][]outcome{}, started: make(chan string, 100)}
+	return &fakeDeliverer{script: map[string][]outcome{}, started: make(chan string, 100), down: map[string]time.Time{}}
 }
 
 func (f *fakeDeliverer) answer(addr string, outs ...outcome) {
@@ -131,6 +134,11 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, msg delivery.Message, rcpts
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, r := range rcpts {
+		if until, isDown := f.down[r.Address]; isDown {
+			out[i] = delivery.Result{Recipient: r.Address, Status: delivery.Deferred, Reason: delivery.ReasonHostDown, Code: "4.4.1",
+				Detail: "not attempted: every server failed recently", NotBefore: until}
+			continue
+		}
 		o := ok
 		if s := f.script[r.Address]; len(s) > 0 {
 			o = s[0]
@@ -190,6 +198,7 @@ type env struct {
 	s     *scheduler.Scheduler
 	retry delivery.RetryPolicy
 	free  atomic.Uint64 // what the queue's reserve checks see as free space
+	sign  func([]byte) (string, error)
 }
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -202,7 +211,13 @@ func defaultRetry() delivery.RetryPolicy {
 
 func newEnv(t *testing.T, retry delivery.RetryPolicy) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), fake: newFake(), clock: &clock{now: t0}, retry: retry}
+	return newEnvWith(t, retry, nil)
+}
+
+// newEnvWith is newEnv with a DSN signer.
+func newEnvWith(t *testing.T, retry delivery.RetryPolicy, sign func([]byte) (string, error)) *env {
+	t.Helper()
+	e := &env{t: t, dir: t.TempDir(), fake: newFake(), clock: &clock{now: t0}, retry: retry, sign: sign}
 	e.free.Store(1 << 40)
 	e.open()
 	return e
@@ -218,7 +233,7 @@ func (e *env) open() {
 	}
 	e.q = q
 	e.reg = prometheus.NewRegistry()
-	s, err := scheduler.New(scheduler.Options{Queue: q, Deliverer: e.fake, Retry: e.retry, Hostname: "relay.test",
+	s, err := scheduler.New(scheduler.Options{Queue: q, Deliverer: e.fake, Retry: e.retry, Hostname: "relay.test", Sign: e.sign,
 		Paused: true, Metrics: scheduler.NewMetrics(e.reg), Now: e.clock.Now, Rand: func() float64 { return 0.5 }})
 	if err != nil {
 		e.t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -416,5 +417,73 @@ func TestQueueGaugesCountMessagesByStateAndTheOldestAge(t *testing.T) {
 		if got := e.metric("mailroom_queue_messages", map[string]string{"state": state}); got != 0 {
 			t.Errorf("empty queue: mailroom_queue_messages{state=%q} = %v", state, got)
 		}
+	}
+}
+
+func TestAPassThatSkipsServersKnownDownIsNoAttemptAndKeepsTheSchedule(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	e.fake.answer("u@down.example", tempFail)
+	id := e.enqueue("app@example.com", "u@down.example")
+	e.run()
+	eventually(t, "the first attempt", func() bool { return e.get(id).Attempts == 1 })
+	first := e.get(id)
+	if !first.Recipients[0].LastAttempt.Equal(t0) || !first.NextAttempt.Equal(t0.Add(10*time.Minute)) {
+		t.Fatalf("after the first attempt: %+v", first)
+	}
+
+	// At its next attempt every server is remembered as down for 3 more
+	// minutes: nothing is tried, so it is no attempt, and the message is
+	// due again when the servers may be tried, not a schedule step later.
+	e.fake.mu.Lock()
+	e.fake.down["u@down.example"] = t0.Add(13 * time.Minute)
+	e.fake.mu.Unlock()
+	e.clock.Advance(10 * time.Minute)
+	e.s.Wake()
+	eventually(t, "the skipped pass", func() bool { return len(e.fake.callsFor(id)) == 2 && e.get(id).LeaseUntil.IsZero() })
+	m := e.get(id)
+	if m.Attempts != 1 || m.Recipients[0].Attempts != 1 || !m.Recipients[0].LastAttempt.Equal(t0) {
+		t.Fatalf("a pass that tried no server counted as an attempt: %+v", m)
+	}
+	if !m.NextAttempt.Equal(t0.Add(13 * time.Minute)) {
+		t.Fatalf("next attempt %s, want %s (when the servers may be tried again)", m.NextAttempt, t0.Add(13*time.Minute))
+	}
+
+	// It expires while the servers are down: the failure DSN's
+	// Last-Attempt-Date is the last real attempt (t0), not the skip.
+	e.edit(id, func(m *queue.Message) { m.NextAttempt = t0.Add(24 * time.Hour) })
+	e.fake.mu.Lock()
+	e.fake.down["u@down.example"] = t0.Add(48 * time.Hour)
+	e.fake.mu.Unlock()
+	e.clock.Advance(24*time.Hour - 10*time.Minute)
+	e.s.Wake()
+	eventually(t, "the message expires with a DSN", func() bool { return e.gone(id) && len(e.fake.dsnsTo("app@example.com")) == 1 })
+	body := e.fake.dsnsTo("app@example.com")[0].data
+	want := "Last-Attempt-Date: " + t0.Format(time.RFC1123Z)
+	if !strings.Contains(body, want) {
+		t.Fatalf("the DSN does not carry %q:\n%s", want, body)
+	}
+}
+
+func TestDSNsAreSignedWhenTheRelayHoldsAKey(t *testing.T) {
+	var signed [][]byte
+	var mu sync.Mutex
+	e := newEnvWith(t, defaultRetry(), func(msg []byte) (string, error) {
+		mu.Lock()
+		signed = append(signed, msg)
+		mu.Unlock()
+		return "DKIM-Signature: v=1; d=relay.test; s=test; b=fake\r\n", nil
+	})
+	e.fake.answer("gone@example.org", permFail)
+	e.enqueue("app@example.com", "gone@example.org")
+	e.run()
+	eventually(t, "the DSN is delivered", func() bool { return len(e.fake.dsnsTo("app@example.com")) == 1 })
+	d := e.fake.dsnsTo("app@example.com")[0].data
+	if !strings.HasPrefix(d, "DKIM-Signature: v=1; d=relay.test;") {
+		t.Fatalf("the DSN is not delivered with the signature first:\n%.300s", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(signed) != 1 || !strings.HasSuffix(d, string(signed[0])) {
+		t.Fatalf("signed %d reports; the signed bytes must be the report as delivered", len(signed))
 	}
 }
