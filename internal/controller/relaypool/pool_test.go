@@ -6,20 +6,14 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,7 +31,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/yaml"
 
 	"mailroom.io/mailroom/api/v1alpha1"
 	"mailroom.io/mailroom/internal/controller"
@@ -50,6 +43,7 @@ import (
 	"mailroom.io/mailroom/internal/testutil/dkimpy"
 	"mailroom.io/mailroom/internal/testutil/dnstest"
 	"mailroom.io/mailroom/internal/testutil/envtest"
+	"mailroom.io/mailroom/internal/testutil/relayhost"
 	"mailroom.io/mailroom/internal/testutil/smtpsink"
 	"mailroom.io/mailroom/internal/testutil/writecount"
 )
@@ -70,23 +64,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// statusPort points the pool controller at the test's relay process: in
-// envtest no kubelet runs, so the test plays kubelet for one pod.
-type statusPort struct {
-	mu   sync.Mutex
-	port int
-}
-
-func (s *statusPort) Read(ctx context.Context, pod *corev1.Pod) (relaypool.RelayStatus, error) {
-	s.mu.Lock()
-	port := s.port
-	s.mu.Unlock()
-	if port == 0 {
-		return relaypool.RelayStatus{}, errors.New("no relay process")
-	}
-	return relaypool.HTTPStatusReader{Port: port}.Read(ctx, pod)
-}
-
 type harness struct {
 	t      *testing.T
 	ctx    context.Context
@@ -94,10 +71,11 @@ type harness struct {
 	writes *writecount.Counter
 	pool   *relaypool.Reconciler
 	creds  *smtpcredential.Reconciler
-	relays *statusPort
 }
 
-func start(t *testing.T) *harness {
+// start runs the pool and credential controllers in a manager; relays
+// answers for the relay pods (nil: nobody does).
+func start(t *testing.T, relays relaypool.StatusReader) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -112,8 +90,8 @@ func start(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	c, writes := writecount.WrapClient(mgr.GetClient(), env.Scheme)
-	h := &harness{t: t, ctx: ctx, c: c, writes: writes, relays: &statusPort{}}
-	h.pool = &relaypool.Reconciler{Client: c, APIReader: mgr.GetAPIReader(), Scheme: env.Scheme, RelayImage: "localhost/mailroom:test", Relays: h.relays}
+	h := &harness{t: t, ctx: ctx, c: c, writes: writes}
+	h.pool = &relaypool.Reconciler{Client: c, APIReader: mgr.GetAPIReader(), Scheme: env.Scheme, RelayImage: "localhost/mailroom:test", Relays: relays}
 	h.creds = &smtpcredential.Reconciler{Client: c, Scheme: env.Scheme}
 	if err := h.pool.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
@@ -227,110 +205,6 @@ func txt(name, value string) string {
 	return name + " 300 IN TXT " + strings.Join(parts, " ")
 }
 
-// kubelet plays kubelet and the projected volume for one relay pod on this
-// host: it copies the pool's Secrets into dir, rewriting the pod's paths
-// and ports to the test's (and the shard digests to match), as the relay
-// process would see them mounted in a pod.
-type kubelet struct {
-	h      *harness
-	dir    string
-	ports  map[string]int
-	mxPort int
-}
-
-func (k *kubelet) secret(name string) (*corev1.Secret, error) {
-	var s corev1.Secret
-	err := k.h.get("mail", name, &s)
-	return &s, err
-}
-
-func (k *kubelet) write(rel string, data []byte) error {
-	p := filepath.Join(k.dir, rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
-}
-
-func (k *kubelet) sync() error {
-	cfgDir := filepath.Join(k.dir, "config")
-	for _, m := range []struct{ secret, dir string }{{"transactional-relay-tls", "tls"}, {"transactional-relay-peer", "peer"}} {
-		s, err := k.secret(m.secret)
-		if err != nil {
-			return err
-		}
-		for key, v := range s.Data {
-			if err := k.write(filepath.Join(m.dir, key), v); err != nil {
-				return err
-			}
-		}
-	}
-	main, err := k.secret(relayconfig.MainSecretName("transactional"))
-	if err != nil {
-		return err
-	}
-	var c config.Config
-	if err := yaml.UnmarshalStrict(main.Data[relayconfig.MainFile], &c); err != nil {
-		return err
-	}
-	c.Include = nil
-	for i := 0; i < relayconfig.NumShards; i++ {
-		s, err := k.secret(relayconfig.ShardSecretName("transactional", i))
-		if err != nil {
-			return err
-		}
-		for key, v := range s.Data {
-			v = []byte(strings.ReplaceAll(string(v), relayconfig.ConfigDir, cfgDir))
-			if err := k.write(filepath.Join("config", key), v); err != nil {
-				return err
-			}
-			if key == relayconfig.ShardFile(i) {
-				sum := sha256.Sum256(v)
-				c.Include = append(c.Include, config.Include{File: filepath.Join(cfgDir, key), SHA256: hex.EncodeToString(sum[:])})
-			}
-		}
-	}
-	c.TLS.CertFile, c.TLS.KeyFile = filepath.Join(k.dir, "tls/tls.crt"), filepath.Join(k.dir, "tls/tls.key")
-	c.Peer = nil // one relay: nobody to hand over to
-	c.Listeners = config.Listeners{
-		Submission:  fmt.Sprintf("127.0.0.1:%d", k.ports["submission"]),
-		Submissions: fmt.Sprintf("127.0.0.1:%d", k.ports["submissions"]),
-		HTTP:        fmt.Sprintf("127.0.0.1:%d", k.ports["http"]),
-		Admin:       fmt.Sprintf("127.0.0.1:%d", k.ports["admin"]),
-	}
-	c.Queue.Directory = filepath.Join(k.dir, "spool")
-	c.Delivery.MXPort = k.mxPort
-	b, err := yaml.Marshal(c)
-	if err != nil {
-		return err
-	}
-	return k.write("config/relay.yaml", b)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func relayBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "relay")
-	out, err := exec.Command("go", "build", "-o", bin, "mailroom.io/mailroom/cmd/relay").CombinedOutput()
-	if err != nil {
-		t.Fatalf("building the relay: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // send submits one message as an application would, with the settings of
 // its Secret: STARTTLS to the Service name, trusting ca.crt, AUTH PLAIN.
 func send(addr string, secret *corev1.Secret, pw, from, to, subject string) error {
@@ -349,9 +223,11 @@ func send(addr string, secret *corev1.Secret, pw, from, to, subject string) erro
 }
 
 func TestPoolRendersRelaysAndCredentialsEndToEnd(t *testing.T) {
-	h := start(t)
+	host := relayhost.New(t, env.Client, &v1alpha1.RelayPool{ObjectMeta: metav1.ObjectMeta{Namespace: "mail", Name: "transactional"}})
+	h := start(t, host)
 	dns := dnstest.Start(t)
 	sink := smtpsink.Start(t, "127.0.0.1:0", smtpsink.Options{})
+	host.MXPort = sink.Port
 	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -407,7 +283,10 @@ func TestPoolRendersRelaysAndCredentialsEndToEnd(t *testing.T) {
 			}
 			return nil
 		})
-		cfg = loadRendered(t, h)
+		var err error
+		if cfg, err = host.Load(h.ctx, settle); err != nil {
+			t.Fatalf("the relay's loader refuses the rendered config: %v", err)
+		}
 		var users, domains []string
 		for _, c := range cfg.Credentials {
 			users = append(users, c.Username)
@@ -441,54 +320,8 @@ func TestPoolRendersRelaysAndCredentialsEndToEnd(t *testing.T) {
 	})
 
 	// The seam: the real relay process runs the rendered configuration.
-	k := &kubelet{h: h, dir: t.TempDir(), mxPort: sink.Port, ports: map[string]int{
-		"submission": freePort(t), "submissions": freePort(t), "http": freePort(t), "admin": freePort(t)}}
-	if err := k.sync(); err != nil {
-		t.Fatal(err)
-	}
-	stopSync := make(chan struct{})
-	syncDone := make(chan struct{})
-	go func() {
-		defer close(syncDone)
-		for {
-			select {
-			case <-stopSync:
-				return
-			case <-time.After(300 * time.Millisecond):
-				_ = k.sync()
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stopSync); <-syncDone })
-	logFile, _ := os.Create(filepath.Join(k.dir, "relay.log"))
-	relay := exec.Command(relayBinary(t), "--config", filepath.Join(k.dir, "config/relay.yaml"), "--log-format", "text")
-	relay.Stdout, relay.Stderr = logFile, logFile
-	if err := relay.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = relay.Process.Kill()
-		_ = relay.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(logFile.Name())
-			t.Logf("relay log:\n%s", b)
-		}
-	})
-	h.relays.mu.Lock()
-	h.relays.port = k.ports["http"]
-	h.relays.mu.Unlock()
-	// The pod the relay process stands for, Ready as kubelet would report.
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "mail", Name: "transactional-relay-0", Labels: relaypool.SelectorLabels(pool)},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "relay", Image: "localhost/mailroom:test"}}},
-	}
-	h.create(pod)
-	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "127.0.0.1",
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
-	if err := h.c.Status().Update(h.ctx, pod); err != nil {
-		t.Fatal(err)
-	}
-	submit := fmt.Sprintf("127.0.0.1:%d", k.ports["submission"])
+	host.Start(h.ctx, settle)
+	submit := host.SubmissionAddr()
 
 	var shopSecret corev1.Secret
 	t.Run("Ready once the relay runs the revision, and the login works", func(t *testing.T) {
@@ -600,28 +433,6 @@ func sortStrings(s []string) []string {
 		}
 	}
 	return out
-}
-
-// loadRendered reads the pool's Secrets and loads them with the relay's
-// own loader, as a pod would see them.
-func loadRendered(t *testing.T, h *harness) *config.Config {
-	t.Helper()
-	k := &kubelet{h: h, dir: t.TempDir(), mxPort: 25, ports: map[string]int{"submission": 1587, "submissions": 1465, "http": 18080, "admin": 18081}}
-	var err error
-	for range 50 {
-		if err = k.sync(); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := config.Load(filepath.Join(k.dir, "config/relay.yaml"))
-	if err != nil {
-		t.Fatalf("the relay's loader refuses the rendered config: %v", err)
-	}
-	return c
 }
 
 func checkObjects(t *testing.T, h *harness, pool *v1alpha1.RelayPool) {

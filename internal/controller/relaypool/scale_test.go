@@ -79,7 +79,7 @@ func parallel(t *testing.T, n int, f func(i int) error) {
 
 func TestThousandDomainsFiveThousandCredentialsSettle(t *testing.T) {
 	nd, nc := scaleSize()
-	h := start(t)
+	h := start(t, nil)
 	key, err := rsa.GenerateKey(rand.Reader, 2048) // one key, many domains: size is what matters
 	if err != nil {
 		t.Fatal(err)

@@ -34,6 +34,10 @@ import (
 
 // Host is one relay process standing for pod <pool>-relay-0.
 type Host struct {
+	// MXPort, when set before Start, is the port the relay delivers to
+	// (a test's sink) instead of 25.
+	MXPort int
+
 	t     *testing.T
 	c     client.Client
 	pool  *v1alpha1.RelayPool
@@ -60,6 +64,23 @@ func (h *Host) Read(ctx context.Context, pod *corev1.Pod) (relaypool.RelayStatus
 		return relaypool.RelayStatus{}, fmt.Errorf("no relay process for %s", pod.Name)
 	}
 	return relaypool.HTTPStatusReader{Port: h.ports["http"]}.Read(ctx, pod)
+}
+
+// Load mirrors the pool's Secrets once and reads them with the relay's own
+// loader, as a pod would see them; it retries while the operator has not
+// written them all yet.
+func (h *Host) Load(ctx context.Context, within time.Duration) (*config.Config, error) {
+	deadline := time.Now().Add(within)
+	for {
+		err := h.sync(ctx)
+		if err == nil {
+			return config.Load(filepath.Join(h.dir, "config", relayconfig.MainFile))
+		}
+		if time.Now().After(deadline) {
+			return nil, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // SubmissionAddr is the relay's STARTTLS submission listener.
@@ -195,6 +216,9 @@ func (h *Host) sync(ctx context.Context) error {
 		Admin:       fmt.Sprintf("127.0.0.1:%d", h.ports["admin"]),
 	}
 	c.Queue.Directory = filepath.Join(h.dir, "spool")
+	if h.MXPort != 0 {
+		c.Delivery.MXPort = h.MXPort
+	}
 	b, err := yaml.Marshal(c)
 	if err != nil {
 		return err
