@@ -7,7 +7,7 @@
 //   - per-event scheduling cost, timed in-process on the spool at that
 //     size: one state change (an attempt's outcome: read, rewrite, move in
 //     the due index, Sync commit - mostly the fsync) and, apart, one
-//     due-index query for a page of 256 due messages;
+//     due-index query for the next due message;
 //   - the relay's RSS after the intake run;
 //   - restart-to-ready: SIGTERM, start, until /readyz answers 200;
 //   - bytes on disk.
@@ -192,7 +192,7 @@ func eventCost(dir string) (write, query time.Duration) {
 	write = time.Since(start) / time.Duration(*events)
 	start = time.Now()
 	for range *events {
-		_, _, err := q.DueBefore(now, queue.Due{}, 256)
+		_, _, err := q.DueBefore(now, queue.Due{}, 1)
 		benchkit.Must(err)
 	}
 	query = time.Since(start) / time.Duration(*events)
