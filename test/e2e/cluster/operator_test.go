@@ -228,7 +228,7 @@ spec:
 				return false, err
 			}
 			status, reason, message := conditionStatus(cred.Status.Conditions, "Ready")
-			if len(reasons) == 0 || reasons[len(reasons)-1] != reason {
+			if reason != "" && (len(reasons) == 0 || reasons[len(reasons)-1] != reason) {
 				reasons = append(reasons, reason)
 				t.Logf("credential late: Ready=%s %s: %s (%.1fs)", status, reason, message, time.Since(created).Seconds())
 			}
