@@ -392,7 +392,9 @@ spec:
 		}
 		start := time.Now()
 		var reasons []string
-		c.WaitFor(t, departing+" drained and removed, the pool Ready with one relay", poolTimeout, func(ctx context.Context) (bool, error) {
+		// Two rounds of the kubelet's Secret refresh (the drain list, then
+		// the shorter peer list) and the handover.
+		c.WaitFor(t, departing+" drained and removed, the pool Ready with one relay", rolloutTimeout, func(ctx context.Context) (bool, error) {
 			var pool v1alpha1.RelayPool
 			if err := kc.Get(ctx, types.NamespacedName{Namespace: mailNS, Name: opPool}, &pool); err != nil {
 				return false, err
