@@ -5,22 +5,26 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"mailroom.io/mailroom/internal/delivery"
 )
 
-// clock is a manual clock for caches and memories.
-type clock struct{ t time.Time }
+// clock is a manual clock for caches and memories
+// (k8s.io/utils/clock/testing); Advance is its Step.
+type clock struct{ *clocktesting.FakeClock }
 
-func newClock() *clock                   { return &clock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)} }
-func (c *clock) Now() time.Time          { return c.t }
-func (c *clock) Advance(d time.Duration) { c.t = c.t.Add(d) }
+func newClock() *clock {
+	return &clock{clocktesting.NewFakeClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))}
+}
+func (c clock) Advance(d time.Duration) { c.Step(d) }
 
 func TestHostDownIsRememberedForItsTTL(t *testing.T) {
 	c := newClock()
 	h := delivery.NewHostDown(2*time.Minute, c.Now)
 	h.Mark("192.0.2.1:25", "connection refused")
 	why, until, down := h.Down("192.0.2.1:25")
-	if !down || why != "connection refused" || !until.Equal(c.t.Add(2*time.Minute)) {
+	if !down || why != "connection refused" || !until.Equal(c.Now().Add(2*time.Minute)) {
 		t.Fatalf("Down = %q %v %v", why, until, down)
 	}
 	if _, _, down := h.Down("192.0.2.2:25"); down {

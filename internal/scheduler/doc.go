@@ -7,29 +7,58 @@
 // # State lives in the queue
 //
 // Everything the schedule depends on is in queue.Message: each recipient's
-// state ("" pending, "delivered", "failed"), the next attempt time, the
-// attempt count, whether the delay warning went out, whether the message is
-// held, and a bounded history of attempts. The scheduler's memory only
-// holds which messages have an attempt in progress, so a restart (or kill
-// -9) resumes exactly where the queue says: a message whose outcome was not
-// yet written is simply attempted again (at-least-once, never lost).
+// state ("" pending, "delivered", "failed"), the next attempt time (the
+// key of the queue's due index), the attempt count, the lease of an
+// attempt in progress, whether the delay warning went out, whether the
+// message is held, and a bounded history of attempts. The scheduler's
+// memory holds only the messages in flight and per-destination counts, so
+// a restart (or kill -9) resumes where the queue says.
+//
+// # Finding work
+//
+// Each pass reads the due index from its start with a limit (a page of
+// 256, at most 4096 entries a pass), so its cost does not depend on how
+// long the queue is. A message is started when every destination it
+// needs (its pending recipients' domains, or the smarthost) has fewer than
+// PerDestination attempts in progress - the delivery engine's connection
+// cap - so an attempt never waits for a connection while holding a
+// worker. Messages of a destination at its cap are moved a few seconds
+// ahead (unsynced: losing that in a crash only makes them due earlier),
+// doubling while it stays busy, so a black-holed domain with a big backlog
+// neither holds workers nor is re-read by every pass.
 //
 // # Order of writes
 //
-// A DSN is committed to the queue before the original message's new state
-// is, and the original message is removed only after that: a crash in
-// between repeats a DSN or a delivery, never loses one. DSNs are ordinary
-// queued messages from the null sender, so they are retried like any other
-// mail; a message from the null sender never causes a DSN (RFC 5321
-// §4.5.5), its failures are counted and logged instead.
+//  1. Before an attempt, its lease and the next attempt as if it will
+//     fail are written (mox's queue does the same). A crash mid-attempt
+//     then neither loses the message nor makes it due at once. If the
+//     lease cannot be written (disk full), the attempt is not made and
+//     attempts pause with backoff.
+//  2. After it, a DSN is committed before the original's new state, and
+//     the original is removed only after that: a crash in between repeats
+//     a DSN or a delivery, never loses one. DSNs are ordinary queued
+//     messages from the null sender (written with the queue's report
+//     reserve, DKIM-signed through Options.Sign); a message from the null
+//     sender never causes a DSN (RFC 5321 §4.5.5).
+//  3. If the outcome cannot be written, the message stays in flight
+//     ("parked") and the write is retried with backoff until it succeeds:
+//     it is never made due again, so a full disk costs at most one
+//     duplicate delivery (after a crash, at the lease's next attempt),
+//     never a storm. mailroom_queue_state_write_failures_total and
+//     mailroom_queue_parked_messages count it.
+//
+// A pass that tried no server because all were remembered as down
+// (delivery.ReasonHostDown) is not an attempt: attempts and the
+// recipient's last attempt time (the DSN's Last-Attempt-Date) stay, and
+// the message is due when the servers may be tried again.
 //
 // # Concurrency and locking
 //
-// At most Options.Concurrency attempts run at once; the delivery engine
-// bounds connections per destination. Writes to one message (an attempt's
-// outcome, or hold/release/retry/delete from the admin interface) are
-// serialised by a per-message lock and always re-read the queue's current
-// copy, so an admin action during an attempt is not overwritten by it.
+// At most Options.Concurrency attempts run at once. Writes to one message
+// (lease, outcome, or hold/release/retry/delete from the admin interface)
+// are serialised by a per-message lock and always re-read the queue's
+// current copy, so an admin action during an attempt is not overwritten
+// by it.
 //
 // # Shutdown
 //

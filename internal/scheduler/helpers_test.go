@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"mailroom.io/mailroom/internal/delivery"
 	"mailroom.io/mailroom/internal/queue"
@@ -20,23 +21,11 @@ import (
 	"mailroom.io/mailroom/internal/testutil/promtest"
 )
 
-// clock is the scheduler's time, moved only by the test.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+// clock is the scheduler's time, moved only by the test
+// (k8s.io/utils/clock/testing); Advance is its Step.
+type clock struct{ *clocktesting.FakeClock }
 
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
+func (c clock) Advance(d time.Duration) { c.Step(d) }
 
 // outcome is what the fake delivery engine answers for one recipient.
 type outcome struct {
@@ -193,7 +182,7 @@ type env struct {
 	dir   string
 	q     *queue.Queue
 	fake  *fakeDeliverer
-	clock *clock
+	clock clock
 	reg   *prometheus.Registry
 	s     *scheduler.Scheduler
 	retry delivery.RetryPolicy
@@ -217,7 +206,7 @@ func newEnv(t *testing.T, retry delivery.RetryPolicy) *env {
 // newEnvWith is newEnv with a DSN signer.
 func newEnvWith(t *testing.T, retry delivery.RetryPolicy, sign func([]byte) (string, error)) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), fake: newFake(), clock: &clock{now: t0}, retry: retry, sign: sign}
+	e := &env{t: t, dir: t.TempDir(), fake: newFake(), clock: clock{clocktesting.NewFakeClock(t0)}, retry: retry, sign: sign}
 	e.free.Store(1 << 40)
 	e.open()
 	return e
