@@ -145,16 +145,23 @@ func TestSendingDomainVerifyDelayBacksOffUpToTheInterval(t *testing.T) {
 		{false, 40 * time.Second, 40 * time.Second},
 		{false, time.Hour, interval},
 	} {
-		if got := verifyDelay(interval, minBackoff, tc.verified, tc.failingFor, false); got != tc.want {
+		if got := verifyDelay(interval, minBackoff, tc.verified, tc.failingFor, -1); got != tc.want {
 			t.Errorf("verified=%v failing for %v: delay %v, want %v", tc.verified, tc.failingFor, got, tc.want)
 		}
 	}
-	// While external-dns publishes, failed checks retry at the shortest
-	// delay however long they have failed.
-	if got := verifyDelay(interval, minBackoff, false, time.Hour, true); got != minBackoff {
-		t.Errorf("publishing: delay %v, want %v", got, minBackoff)
+	// While external-dns publishes, failed checks retry at a tenth of the
+	// time since it read the records, however long they have failed.
+	for _, tc := range []struct{ sinceRead, want time.Duration }{
+		{0, minBackoff},
+		{20 * time.Second, minBackoff},
+		{2 * time.Minute, 12 * time.Second},
+		{publishWindow, interval}, // past the window: the backoff
+	} {
+		if got := verifyDelay(interval, minBackoff, false, time.Hour, tc.sinceRead); got != tc.want {
+			t.Errorf("read %v ago: delay %v, want %v", tc.sinceRead, got, tc.want)
+		}
 	}
-	if got := verifyDelay(interval, minBackoff, true, 0, true); got != interval {
+	if got := verifyDelay(interval, minBackoff, true, 0, time.Second); got != interval {
 		t.Errorf("verified while publishing: delay %v, want %v", got, interval)
 	}
 }

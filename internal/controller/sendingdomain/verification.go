@@ -22,17 +22,20 @@ import (
 // they do not. Two things make a check due at once: records that differ
 // from the ones last checked, and external-dns having read a new version
 // of the DNSEndpoint (it sets status.observedGeneration just before it
-// writes the records). After the latter, failed checks retry every
-// MinVerifyBackoff for publishWindow, so Ready follows the records within
-// seconds; past it, retries back off up to the interval.
+// writes the records, which at hundreds of domains can take it a minute or
+// more). For publishWindow after the latter, failed checks retry at a
+// tenth of the time since external-dns read the records (at least
+// MinVerifyBackoff), so Ready trails the records by seconds, or a tenth of
+// external-dns' delay; past it, retries back off, doubling, up to the
+// interval.
 
 const (
 	defaultMinVerifyBackoff = 5 * time.Second
 	// defaultVerifyInterval is the CRD schema's default.
 	defaultVerifyInterval = 10 * time.Minute
 	// publishWindow is how long after external-dns read the DNSEndpoint
-	// failed checks keep retrying at the shortest delay.
-	publishWindow = time.Minute
+	// failed checks keep retrying in step with it.
+	publishWindow = 10 * time.Minute
 )
 
 // lastCheck is what the reconciler remembers of a domain's last lookup.
@@ -83,10 +86,17 @@ func (r *Reconciler) verify(ctx context.Context, s *state, records []dnsrecord.R
 	if newlyRead {
 		readAt = now
 	}
-	publishing := !readAt.IsZero() && now.Sub(readAt) < publishWindow
+	sinceRead := time.Duration(-1)
+	if !readAt.IsZero() {
+		sinceRead = now.Sub(readAt)
+	}
 	if checked && !newlyRead {
 		verified := last.failingSince.IsZero()
-		due := last.at.Add(verifyDelay(interval, minBackoff, verified, last.at.Sub(last.failingSince), publishing))
+		lastSinceRead := time.Duration(-1)
+		if !readAt.IsZero() {
+			lastSinceRead = last.at.Sub(readAt)
+		}
+		due := last.at.Add(verifyDelay(interval, minBackoff, verified, last.at.Sub(last.failingSince), lastSinceRead))
 		if now.Before(due) {
 			// Not due: the last result still stands for this generation.
 			r.keepVerified(s, prev)
@@ -144,7 +154,7 @@ func (r *Reconciler) verify(ctx context.Context, s *state, records []dnsrecord.R
 		v = conditions.Wait(reason, msg)
 	}
 	s.report(v1alpha1.SendingDomainDNSVerified, v, reason, msg)
-	s.wakeIn(verifyDelay(interval, minBackoff, status == metav1.ConditionTrue, now.Sub(failingSince), publishing))
+	s.wakeIn(verifyDelay(interval, minBackoff, status == metav1.ConditionTrue, now.Sub(failingSince), sinceRead))
 }
 
 // keepVerified carries the last result over to this generation.
@@ -202,17 +212,18 @@ func verifyInterval(spec v1alpha1.DNSSpec) time.Duration {
 }
 
 // verifyDelay is how long after a check the next one is due. Verified
-// records are checked every interval. Failing ones sooner: every
-// minBackoff while external-dns is publishing them (publishing), else with
-// the wait doubling: it is the time they have been failing, at least
-// minBackoff and at most the interval. A resolver that does not answer is
-// retried the same way, never in a hot loop.
-func verifyDelay(interval, minBackoff time.Duration, verified bool, failingFor time.Duration, publishing bool) time.Duration {
+// records are checked every interval. Failing ones sooner, and never in a
+// hot loop: while external-dns is publishing them (sinceRead, the time
+// since it read the DNSEndpoint, within publishWindow; negative when it has
+// not), a tenth of sinceRead; else the time they have been failing, so the
+// wait doubles; both at least minBackoff and at most the interval. A
+// resolver that does not answer is retried the same way.
+func verifyDelay(interval, minBackoff time.Duration, verified bool, failingFor, sinceRead time.Duration) time.Duration {
 	switch {
 	case verified:
 		return interval
-	case publishing:
-		return min(interval, minBackoff)
+	case sinceRead >= 0 && sinceRead < publishWindow:
+		return min(interval, max(minBackoff, sinceRead/10))
 	default:
 		return min(interval, max(minBackoff, failingFor))
 	}
