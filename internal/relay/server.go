@@ -571,6 +571,10 @@ func (s *Server) Handler() http.Handler {
 			return
 		}
 		fmt.Fprintln(w, "ok")
+		// Quarantined mail does not stop intake, but must not go unseen.
+		if n := s.q.QuarantinedLen(); n > 0 {
+			fmt.Fprintf(w, "warning: %d queued messages are quarantined as unreadable (relay queue quarantine; docs/queue-recovery.md)\n", n)
+		}
 	})
 	return mux
 }
