@@ -161,7 +161,9 @@ func fill(dir string, n int) {
 	// A bulk load leaves compaction work that a queue grown over hours
 	// would have done meanwhile: let it finish before measuring.
 	t0 := time.Now()
-	benchkit.Must(q.Settle(context.Background()))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	benchkit.Must(q.Settle(ctx))
 	fmt.Printf("  (compactions after the fill settled in %s)\n", time.Since(t0).Round(time.Second))
 }
 
