@@ -118,6 +118,13 @@ var readiness = conditions.Chain[*observed]{
 		}
 		return conditions.Pass()
 	},
+}
+
+// progress lists the work in flight on a usable pool: a configuration
+// still reaching the relays, pods still handing over their queue. It sets
+// Reconciling (kstatus InProgress) without taking Ready away, since the
+// relays serve mail meanwhile.
+var progress = conditions.Chain[*observed]{
 	configApplied,
 	func(o *observed) conditions.Verdict {
 		if len(o.draining) > 0 {
@@ -162,14 +169,21 @@ func (r *Reconciler) report(ctx context.Context, w *world, p *plan) (ctrl.Result
 	set := conditions.Setter{Conditions: &st.Conditions, Generation: pool.Generation, Now: w.now}
 	set.SetBool(v1alpha1.RelayPoolConfigApplied, configApplied(o), ReasonApplied,
 		fmt.Sprintf("all %d ready relays run configuration revision %d", len(o.ready), p.revision))
-	v := readiness.Evaluate(o)
-	set.SetReadiness(v, ReasonReady, fmt.Sprintf("%d relays accept mail at %s with configuration revision %d", len(o.ready), st.Endpoint, p.revision))
+	rv := readiness.Evaluate(o)
+	set.SetReadiness(rv, ReasonReady, fmt.Sprintf("%d relays accept mail at %s", len(o.ready), st.Endpoint))
+	v := rv // what is still to happen, for the requeue below
+	if rv.State == conditions.OK {
+		if pv := progress.Evaluate(o); pv.State != conditions.OK {
+			set.Set(conditions.Reconciling, metav1.ConditionTrue, pv.Reason, pv.Message)
+			v = pv
+		}
+	}
 	if conditions.Changed(pool.Status.Conditions, st.Conditions, conditions.Ready) {
 		typ := corev1.EventTypeNormal
-		if v.State == conditions.Blocked {
+		if rv.State == conditions.Blocked {
 			typ = corev1.EventTypeWarning
 		}
-		reason := v.Reason
+		reason := rv.Reason
 		if reason == "" {
 			reason = ReasonReady
 		}

@@ -54,6 +54,9 @@ func TestReadinessSaysWhatItWaitsFor(t *testing.T) {
 			}
 			o := observe(w, &tc.plan)
 			v := readiness.Evaluate(o)
+			if v.State == conditions.OK {
+				v = progress.Evaluate(o) // in flight on a usable pool: Reconciling, Ready stays
+			}
 			if v.State != tc.state || v.Reason != tc.reason || !strings.Contains(v.Message, tc.message) {
 				t.Errorf("verdict %+v, want state %d reason %s with %q", v, tc.state, tc.reason, tc.message)
 			}
