@@ -19,7 +19,7 @@ trap 'if [ -d "$work/old" ]; then git -C "$root" worktree remove --force "$work/
 measure() { # label, manager binary
 	echo "== $1"
 	(cd "$root" && MAILROOM_MEASURE_RSS=1 MAILROOM_MANAGER_BIN=$2 \
-		go test -count=1 -run '^TestManagerRSSWithUnrelatedSecrets$' -timeout 20m ./test/e2e/) | grep -E 'MANAGER_RSS_MIB|^(ok|FAIL|---)'
+		go test -count=1 -v -run '^TestManagerRSSWithUnrelatedSecrets$' -timeout 20m ./test/e2e/) | grep -E 'MANAGER_RSS_MIB|^(ok|FAIL|---)'
 }
 
 if [ $# -ge 1 ]; then

@@ -208,6 +208,8 @@ func TestSendingDomainScale(t *testing.T) {
 	}
 	slices.Sort(idleWrites)
 	errs := append(errorLines(logBefore), errorLines(mgr.log.String())...)
+	// The log was there to look at (JSON lines, "level":"INFO" and up).
+	t.Logf("manager log: %d lines", strings.Count(logBefore+mgr.log.String(), "\n"))
 
 	summary := fmt.Sprintf("SCALE domains=%d all_ready=%.1fs ready_lag_p50=%.1fs ready_lag_p95=%.1fs ready_lag_max=%.1fs queue_wait_mean=%.2fs idle_writes=%d manager_rss_mib=%.1f error_lines=%d",
 		n, allReady.Seconds(), pct(lags, 50).Seconds(), pct(lags, 95).Seconds(), pct(lags, 100).Seconds(), queueWait, len(idleWrites), rss, len(errs))
