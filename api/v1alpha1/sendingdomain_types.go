@@ -302,6 +302,10 @@ const (
 	// SendingDomainDNSVerified: every record resolves with the desired
 	// meaning at the configured resolvers.
 	SendingDomainDNSVerified = "DNSVerified"
+	// SendingDomainSigning: every ready relay of the pool runs a
+	// configuration revision holding the domain's active key, so mail for
+	// the domain is signed with the key DNS publishes.
+	SendingDomainSigning = "Signing"
 	// SendingDomainSPFLookupLimit: true when the SPF record would need more
 	// than the 10 DNS lookups RFC 7208 allows.
 	SendingDomainSPFLookupLimit = "SPFLookupLimitExceeded"

@@ -24,10 +24,13 @@ import (
 
 	"mailroom.io/mailroom/api/v1alpha1"
 	"mailroom.io/mailroom/internal/controller"
+	"mailroom.io/mailroom/internal/controller/attachment"
+	"mailroom.io/mailroom/internal/controller/relaypool"
 	"mailroom.io/mailroom/internal/controller/sendingdomain"
 	"mailroom.io/mailroom/internal/dkim"
 	"mailroom.io/mailroom/internal/testutil/bindtest"
 	"mailroom.io/mailroom/internal/testutil/envtest"
+	"mailroom.io/mailroom/internal/testutil/relayhost"
 )
 
 // TestSendingDomainE2E runs the SendingDomain reconciler in a manager
@@ -73,6 +76,18 @@ func TestSendingDomainE2E(t *testing.T) {
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
+	// The pool's controller and one real relay on its rendered
+	// configuration: a domain is Ready only once the relays sign with its
+	// key.
+	const ns = "mail"
+	relay := relayhost.New(t, env.Client, &v1alpha1.RelayPool{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "transactional"}})
+	if err := attachment.SetupIndexes(context.Background(), mgr.GetFieldIndexer()); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&relaypool.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
+		RelayImage: "localhost/mailroom:test", Relays: relay}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	managerDone := make(chan error, 1)
 	go func() { managerDone <- mgr.Start(ctx) }()
@@ -87,12 +102,12 @@ func TestSendingDomainE2E(t *testing.T) {
 	})
 
 	c := env.Client
-	const ns = "mail"
 	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 	mustCreate(t, c, &v1alpha1.RelayPool{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "transactional"},
 		Spec:       v1alpha1.RelayPoolSpec{Hostname: "relay.example.test", SendingIPs: []string{"192.0.2.25", "2001:db8::25"}},
 	})
+	relay.Start(ctx, 2*time.Minute)
 	sd := &v1alpha1.SendingDomain{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "example-test"},
 		Spec: v1alpha1.SendingDomainSpec{

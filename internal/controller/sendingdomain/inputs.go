@@ -13,6 +13,7 @@ import (
 	externaldnsv1alpha1 "sigs.k8s.io/external-dns/apis/v1alpha1"
 
 	"mailroom.io/mailroom/api/v1alpha1"
+	"mailroom.io/mailroom/internal/relayconfig"
 )
 
 // inputs is everything one reconcile reads from the API server, gathered
@@ -35,9 +36,10 @@ type inputs struct {
 	// yet.
 	endpoint *externaldnsv1alpha1.DNSEndpoint
 
-	// The lead adds here what the pool's relay pods report (the config
-	// revision each ready pod has loaded), for the readiness check "the
-	// relays sign with this domain's key" (readiness.go).
+	// shard is the pool's configuration Secret that holds this domain
+	// (internal/relayconfig); with the pool's status.appliedRevision it
+	// says whether the relays sign with the domain's key (signing.go).
+	shard *corev1.Secret
 }
 
 // gather reads the inputs of one reconcile; nil when the SendingDomain is
@@ -64,6 +66,14 @@ func (r *Reconciler) gather(ctx context.Context, key types.NamespacedName) (*inp
 	case err == nil:
 		in.pool = &pool
 		if in.poolAllows, err = r.poolAllows(ctx, &pool, sd.Namespace); err != nil {
+			return nil, err
+		}
+		var shard corev1.Secret
+		name := relayconfig.ShardSecretName(pool.Name, relayconfig.ShardOf(sd.Spec.Domain))
+		switch err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &shard); {
+		case err == nil:
+			in.shard = &shard
+		case !apierrors.IsNotFound(err):
 			return nil, err
 		}
 	case !apierrors.IsNotFound(err):

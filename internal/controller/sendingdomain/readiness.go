@@ -48,7 +48,7 @@ type verdicts map[string]conditions.Verdict
 
 func pendingVerdicts() verdicts {
 	v := verdicts{conflictCheck: conditions.Pass()}
-	for _, typ := range []string{v1alpha1.SendingDomainKeyReady, v1alpha1.SendingDomainDNSPublished, v1alpha1.SendingDomainDNSVerified} {
+	for _, typ := range []string{v1alpha1.SendingDomainKeyReady, v1alpha1.SendingDomainDNSPublished, v1alpha1.SendingDomainDNSVerified, v1alpha1.SendingDomainSigning} {
 		v[typ] = conditions.Wait(ReasonPending, typ+" is not known yet")
 	}
 	return v
@@ -65,8 +65,8 @@ var readiness = conditions.Chain[*state]{
 	concern(v1alpha1.SendingDomainDNSPublished),
 	// DNS serves them (verification.go).
 	concern(v1alpha1.SendingDomainDNSVerified),
-	// The lead adds here: "the relays sign with this domain's key", from
-	// what the pool's relay pods report (inputs.go), issue 9 section 4.
+	// Every ready relay of the pool signs with the active key (signing.go).
+	concern(v1alpha1.SendingDomainSigning),
 }
 
 // concern is the check that the concern behind condition typ passed; its
@@ -83,7 +83,7 @@ func concern(typ string) conditions.Check[*state] {
 
 // setReadiness sets Ready, Reconciling and Stalled from the checks.
 func (r *Reconciler) setReadiness(s *state) {
-	s.set.SetReadiness(readiness.Evaluate(s), ReasonReady, "mail for "+s.in.sd.Spec.Domain+" is signed and its records resolve")
+	s.set.SetReadiness(readiness.Evaluate(s), ReasonReady, "mail for "+s.in.sd.Spec.Domain+" is signed by the relays and its records resolve")
 }
 
 // checkConflict reports a conflict with an older domain; it returns true

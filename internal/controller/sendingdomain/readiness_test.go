@@ -39,11 +39,18 @@ func TestReadinessIsTheFirstFailingCheck(t *testing.T) {
 			v[v1alpha1.SendingDomainDNSPublished] = conditions.Pass()
 			v[v1alpha1.SendingDomainDNSVerified] = conditions.Wait("DKIMRecordMissing", "no record")
 		}, "DKIMRecordMissing", "DNSVerified: no record", conditions.Reconciling, true},
+		{"records resolve but the relays do not sign yet", func(v verdicts) {
+			v[v1alpha1.SendingDomainKeyReady] = conditions.Pass()
+			v[v1alpha1.SendingDomainDNSPublished] = conditions.Pass()
+			v[v1alpha1.SendingDomainDNSVerified] = conditions.Pass()
+			v[v1alpha1.SendingDomainSigning] = conditions.Wait(ReasonNoReadyRelays, "no relay pods")
+		}, ReasonNoReadyRelays, "Signing: no relay pods", conditions.Reconciling, true},
 		{"all pass", func(v verdicts) {
 			v[v1alpha1.SendingDomainKeyReady] = conditions.Pass()
 			v[v1alpha1.SendingDomainDNSPublished] = conditions.Pass()
 			v[v1alpha1.SendingDomainDNSVerified] = conditions.Pass()
-		}, ReasonReady, "mail for example.com is signed and its records resolve", "", false},
+			v[v1alpha1.SendingDomainSigning] = conditions.Pass()
+		}, ReasonReady, "mail for example.com is signed by the relays and its records resolve", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := readinessState()

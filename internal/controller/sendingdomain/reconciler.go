@@ -288,6 +288,7 @@ func (r *Reconciler) reconcile(ctx context.Context, s *state) error {
 		return err
 	}
 	r.verify(ctx, s, records)
+	r.checkSigning(s, keys.ring.Active.Selector)
 	if keys.plan.WaitingForNext && nextVerified(s, keys.ring) {
 		// The switch waited for exactly this result: make it now.
 		s.wakeIn(time.Second)

@@ -3,6 +3,7 @@ package sendingdomain
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"strings"
@@ -24,7 +25,10 @@ import (
 
 	"mailroom.io/mailroom/api/v1alpha1"
 	"mailroom.io/mailroom/internal/controller"
+	"mailroom.io/mailroom/internal/controller/attachment"
 	"mailroom.io/mailroom/internal/dkim"
+	relaycfg "mailroom.io/mailroom/internal/relay/config"
+	"mailroom.io/mailroom/internal/relayconfig"
 	"mailroom.io/mailroom/internal/testutil/bindtest"
 	"mailroom.io/mailroom/internal/testutil/envtest"
 	"mailroom.io/mailroom/internal/testutil/writecount"
@@ -161,6 +165,13 @@ func TestReconciler(t *testing.T) {
 		h.reconcile(sd)
 		sd = h.get(sd)
 		h.expectCondition(sd, v1alpha1.SendingDomainDNSVerified, metav1.ConditionTrue, "RecordsVerified")
+		// Records resolve, but no relay signs with the key yet: not Ready.
+		h.expectCondition(sd, v1alpha1.SendingDomainSigning, metav1.ConditionFalse, ReasonConfigPending)
+		h.expectCondition(sd, v1alpha1.ConditionReady, metav1.ConditionFalse, ReasonConfigPending)
+		h.relaysSign(sd)
+		h.reconcile(sd)
+		sd = h.get(sd)
+		h.expectCondition(sd, v1alpha1.SendingDomainSigning, metav1.ConditionTrue, ReasonSigning)
 		h.expectCondition(sd, v1alpha1.ConditionReady, metav1.ConditionTrue, ReasonReady)
 		h.expectEvent(ReasonVerified)
 		for _, rec := range sd.Status.Records {
@@ -227,6 +238,7 @@ func TestReconciler(t *testing.T) {
 		// external-dns reads the DNSEndpoint (and writes the records just
 		// after): the check is due at once, whatever the backoff said.
 		h.observeEndpoint(ep)
+		h.relaysSign(sd)
 		h.reconcile(sd)
 		sd = h.get(sd)
 		h.expectCondition(sd, v1alpha1.SendingDomainDNSVerified, metav1.ConditionTrue, "RecordsVerified")
@@ -551,6 +563,35 @@ func TestReconciler(t *testing.T) {
 		h.expectCondition(h.get(sd), v1alpha1.SendingDomainDNSPublished, metav1.ConditionFalse, ReasonPoolNotFound)
 		h.expectCondition(h.get(sd), v1alpha1.ConditionReady, metav1.ConditionFalse, ReasonPoolNotFound)
 	})
+}
+
+// relaysSign plays the RelayPool controller and its relays for sd: the
+// pool's shard holds the domain's active key at revision 7, and the
+// pool's ready relays report that revision.
+func (h *sdHarness) relaysSign(sd *v1alpha1.SendingDomain) {
+	h.t.Helper()
+	sd = h.get(sd)
+	pool := &v1alpha1.RelayPool{}
+	if err := h.c.Get(h.ctx, types.NamespacedName{Namespace: h.ns, Name: "transactional"}, pool); err != nil {
+		h.t.Fatal(err)
+	}
+	i := relayconfig.ShardOf(sd.Spec.Domain)
+	shard, err := json.Marshal(relaycfg.Shard{Domains: []relaycfg.Domain{{Name: sd.Spec.Domain, Keys: []relaycfg.DKIMKey{{
+		Selector: sd.Status.DKIM.ActiveSelector, Algorithm: "Ed25519", PrivateKeyFile: "/etc/mailroom/config/k.pem"}}}}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.create(&corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: relayconfig.ShardSecretName(pool.Name, i),
+			Labels:      map[string]string{"app.kubernetes.io/managed-by": "mailroom"},
+			Annotations: map[string]string{attachment.AnnotationConfigRevision: "7"}},
+		Data: map[string][]byte{relayconfig.ShardFile(i): shard},
+	})
+	pool.Status.ReadyReplicas, pool.Status.ConfigRevision, pool.Status.AppliedRevision = 2, 7, 7
+	if err := h.c.Status().Update(h.ctx, pool); err != nil {
+		h.t.Fatal(err)
+	}
+	h.waitForVersion(pool)
 }
 
 func (h *sdHarness) create(o client.Object) {
