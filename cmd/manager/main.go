@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -39,6 +40,7 @@ type options struct {
 	logFormat      string
 	kubeconfigPath string
 	relayImage     string
+	watch          []string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -51,6 +53,14 @@ func parseFlags(args []string) (options, error) {
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&o.kubeconfigPath, "kubeconfig", "", "kubeconfig file; empty: in-cluster config or $KUBECONFIG")
+	fs.Func("watch-namespaces", "comma-separated namespaces to watch (SendingDomains, SMTPCredentials, RelayPools and what they own); empty: all", func(v string) error {
+		for _, ns := range strings.Split(v, ",") {
+			if ns = strings.TrimSpace(ns); ns != "" {
+				o.watch = append(o.watch, ns)
+			}
+		}
+		return nil
+	})
 	fs.StringVar(&o.relayImage, "relay-image", "", "relay image for pools that name none; empty: the image of this manager's own container (both binaries ship in one image)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -104,7 +114,7 @@ func run(ctx context.Context, args []string) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
 		// Only the Secrets mailroom writes; the rest are read live.
-		Cache:                   controller.CacheOptions(),
+		Cache:                   controller.CacheOptions(o.watch...),
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:  o.probeAddr,
 		LeaderElection:          o.leaderElect,

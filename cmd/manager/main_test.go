@@ -14,6 +14,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"mailroom.io/mailroom/internal/controller"
 	"mailroom.io/mailroom/internal/testutil/envtest"
 )
 
@@ -118,4 +119,21 @@ func waitOK(t *testing.T, url, want string) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("%s never answered 200 with %q; last: %s", url, want, last)
+}
+
+func TestWatchNamespacesLimitTheCache(t *testing.T) {
+	o, err := parseFlags([]string{"--watch-namespaces", "mail, shop,,billing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(o.watch, ","); got != "mail,shop,billing" {
+		t.Fatalf("watch = %q", got)
+	}
+	opts := controller.CacheOptions(o.watch...)
+	if len(opts.DefaultNamespaces) != 3 {
+		t.Errorf("cache watches %v", opts.DefaultNamespaces)
+	}
+	if all := controller.CacheOptions(); all.DefaultNamespaces != nil {
+		t.Errorf("without the flag the cache is limited to %v", all.DefaultNamespaces)
+	}
 }

@@ -17,8 +17,19 @@ import (
 // smarthost credentials or a DKIM key made by hand, is read live through
 // the manager's APIReader (mgr.GetAPIReader()), since the cached client
 // would not find it.
-func CacheOptions() cache.Options {
+//
+// With namespaces given, namespaced objects are watched (and reconciled)
+// only there; objects elsewhere are invisible to the manager.
+func CacheOptions(namespaces ...string) cache.Options {
+	var only map[string]cache.Config
+	for _, ns := range namespaces {
+		if only == nil {
+			only = map[string]cache.Config{}
+		}
+		only[ns] = cache.Config{}
+	}
 	return cache.Options{
+		DefaultNamespaces: only,
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{apply.ManagedByLabel: apply.ManagedByValue})},
 			// The pool CA ConfigMaps mailroom writes, not the cluster's.
