@@ -22,10 +22,13 @@
 // needs (its pending recipients' domains, or the smarthost) has fewer than
 // PerDestination attempts in progress - the delivery engine's connection
 // cap - so an attempt never waits for a connection while holding a
-// worker. Messages of a destination at its cap are moved a few seconds
-// ahead (unsynced: losing that in a crash only makes them due earlier),
-// doubling while it stays busy, so a black-holed domain with a big backlog
-// neither holds workers nor is re-read by every pass.
+// worker. Messages of a destination at its cap are moved ahead
+// (unsynced: losing that in a crash only makes them due earlier): for a
+// destination that is flowing, each to when a slot should be free for it
+// (its place in line times the mean time between finished attempts); for
+// one that finished nothing for 5s, by a delay doubling to 10s. So a
+// black-holed domain with a big backlog neither holds workers nor is
+// re-read by every pass, and a busy healthy one keeps its slots full.
 //
 // # Order of writes
 //

@@ -72,8 +72,8 @@ type Scheduler struct {
 	// inflight: messages with an attempt in progress or an outcome not yet
 	// written (parked). RAM holds only these, never the queue.
 	inflight map[string]bool
-	busy     map[string]int           // attempts in progress per destination
-	backoff  map[string]time.Duration // per busy destination: how far its skipped messages move
+	busy     map[string]int        // attempts in progress per destination
+	dests    map[string]*destState // destinations with attempts in progress
 	paused   bool
 	retry    delivery.RetryPolicy
 	// writeBlocked: a lease could not be written (disk full); nothing is
@@ -121,7 +121,7 @@ func New(opts Options) (*Scheduler, error) {
 		opts: opts, q: opts.Queue, log: opts.Logger, m: opts.Metrics,
 		deliverCtx: ctx, cancelDeliver: cancel,
 		stop: make(chan struct{}), loopDone: make(chan struct{}), wake: make(chan struct{}, 1),
-		inflight: map[string]bool{}, busy: map[string]int{}, backoff: map[string]time.Duration{},
+		inflight: map[string]bool{}, busy: map[string]int{}, dests: map[string]*destState{},
 		paused: opts.Paused, retry: opts.Retry,
 	}
 	s.m.observe(s)
@@ -237,13 +237,37 @@ const (
 	scanLimit    = 4096
 )
 
-// Busy destinations: a message whose destinations are all at their cap is
-// moved this far ahead (doubling per pass up to maxBusyDelay) instead of
-// holding a worker or being looked at again by every pass.
+// Busy destinations: a message whose destination is at its cap is moved
+// ahead instead of holding a worker or being looked at again by every
+// pass. For a destination that is flowing, the i-th such message is moved
+// to when a slot should be free for it (i times the destination's mean
+// time between finished attempts); for one that has finished nothing for
+// stalledAfter, by a delay doubling per pass from minBusyDelay up to
+// maxBusyDelay.
 const (
 	minBusyDelay = 2 * time.Second
 	maxBusyDelay = 10 * time.Second
+	stalledAfter = 5 * time.Second
+	// firstGuess is the spacing before anything finished.
+	firstGuess = 10 * time.Millisecond
 )
+
+// destState is what the scheduler knows of a destination while it has
+// attempts in progress.
+type destState struct {
+	since    time.Time     // first attempt in progress started
+	lastDone time.Time     // last attempt finished
+	interval time.Duration // mean time between finished attempts (EWMA); 0: none yet
+	backoff  time.Duration // stalled: how far skipped messages move
+}
+
+// active is when the destination last showed progress.
+func (d *destState) active() time.Time {
+	if d.lastDone.After(d.since) {
+		return d.lastDone
+	}
+	return d.since
+}
 
 // dispatch starts attempts for due messages, as many as the concurrency
 // and the per-destination caps allow, and returns when the next message
@@ -317,6 +341,9 @@ func (s *Scheduler) dispatch() time.Time {
 			s.inflight[m.ID] = true
 			for _, dst := range dests {
 				s.busy[dst]++
+				if s.dests[dst] == nil {
+					s.dests[dst] = &destState{since: now}
+				}
 			}
 			s.mu.Unlock()
 			free--
@@ -340,12 +367,25 @@ func (s *Scheduler) dispatch() time.Time {
 func (s *Scheduler) postponeBusy(now time.Time, skipped map[string][]queue.Due) {
 	for dst, ds := range skipped {
 		s.mu.Lock()
-		d := s.backoff[dst]
-		d = min(max(2*d, minBusyDelay), maxBusyDelay)
-		s.backoff[dst] = d
+		st := s.dests[dst]
+		var spacing, stalled time.Duration
+		switch {
+		case st == nil:
+			spacing = firstGuess
+		case now.Sub(st.active()) >= stalledAfter:
+			st.backoff = min(max(2*st.backoff, minBusyDelay), maxBusyDelay)
+			stalled = st.backoff
+		case st.interval > 0:
+			spacing = st.interval
+		default:
+			spacing = firstGuess
+		}
 		s.mu.Unlock()
-		for _, due := range ds {
-			at := now.Add(d + time.Duration(s.opts.Rand()*float64(d)/2))
+		for i, due := range ds {
+			at := now.Add(stalled + time.Duration(s.opts.Rand()*float64(stalled)/2))
+			if stalled == 0 {
+				at = now.Add(min(time.Duration(i+1)*spacing, maxBusyDelay))
+			}
 			l := s.lock(due.ID)
 			l.Lock()
 			err := s.q.Postpone(due.ID, due.At, at)
@@ -383,11 +423,23 @@ func (s *Scheduler) attempt(m queue.Message, dests []string) {
 			return
 		}
 		released = true
+		now := s.opts.Now()
 		s.mu.Lock()
 		for _, d := range dests {
+			if st := s.dests[d]; st != nil {
+				if !st.lastDone.IsZero() {
+					dt := now.Sub(st.lastDone)
+					if st.interval == 0 {
+						st.interval = dt
+					} else {
+						st.interval = (9*st.interval + dt) / 10
+					}
+				}
+				st.lastDone, st.backoff = now, 0
+			}
 			if s.busy[d]--; s.busy[d] <= 0 {
 				delete(s.busy, d)
-				delete(s.backoff, d)
+				delete(s.dests, d)
 			}
 		}
 		s.mu.Unlock()
