@@ -384,7 +384,9 @@ func (s *Scheduler) postponeBusy(now time.Time, skipped map[string][]queue.Due) 
 		for i, due := range ds {
 			at := now.Add(stalled + time.Duration(s.opts.Rand()*float64(stalled)/2))
 			if stalled == 0 {
-				at = now.Add(min(time.Duration(i+1)*spacing, maxBusyDelay))
+				// Half the mean spacing: ahead of the slots rather than
+				// behind them, or the estimate would feed on its own delay.
+				at = now.Add(min(time.Duration(i+1)*spacing/2, maxBusyDelay))
 			}
 			l := s.lock(due.ID)
 			l.Lock()
