@@ -450,6 +450,11 @@ const (
 	// RelayPoolConfigApplied: every relay pod runs the current relay
 	// configuration.
 	RelayPoolConfigApplied = "ConfigApplied"
+	// RelayPoolBouncesSigned: the DSNs the relays send (From:
+	// MAILER-DAEMON@<hostname>) are DKIM-signed, because a SendingDomain of
+	// the pool covers the hostname. False is a warning: bounces then pass
+	// DMARC only through SPF for the hostname. It does not affect Ready.
+	RelayPoolBouncesSigned = "BouncesSigned"
 )
 
 // Condition types of every mailroom kind for kstatus-aware tools (Flux,

@@ -329,6 +329,10 @@ func TestPoolRendersRelaysAndCredentialsEndToEnd(t *testing.T) {
 	var shopSecret corev1.Secret
 	t.Run("Ready once the relay runs the revision, and the login works", func(t *testing.T) {
 		h.eventually("pool Ready", h.condition(pool, func() []metav1.Condition { return pool.Status.Conditions }, "Ready", metav1.ConditionTrue, ""))
+		// relay.example.com lies under example.com: bounces are signed.
+		if c := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.RelayPoolBouncesSigned); c == nil || c.Status != metav1.ConditionTrue {
+			t.Errorf("BouncesSigned = %+v", c)
+		}
 		shop := &v1alpha1.SMTPCredential{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "shop"}}
 		h.eventually("shop's Ready", h.condition(shop, func() []metav1.Condition { return shop.Status.Conditions }, "Ready", metav1.ConditionTrue, ""))
 		if err := h.get("shop", "shop-smtp", &shopSecret); err != nil {

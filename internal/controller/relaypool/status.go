@@ -15,6 +15,7 @@ import (
 	"mailroom.io/mailroom/api/v1alpha1"
 	"mailroom.io/mailroom/internal/controller/apply"
 	"mailroom.io/mailroom/internal/controller/conditions"
+	"mailroom.io/mailroom/internal/relay/config"
 	"mailroom.io/mailroom/internal/relayconfig"
 )
 
@@ -31,6 +32,8 @@ const (
 	ReasonRevisionPending  = "RevisionPending"
 	ReasonRelayUnreachable = "RelayUnreachable"
 	ReasonScalingDown      = "ScalingDown"
+	ReasonBouncesSigned    = "BouncesSigned"
+	ReasonBouncesUnsigned  = "HostnameNotCovered"
 )
 
 // observed is what the pool's status is computed from.
@@ -169,6 +172,8 @@ func (r *Reconciler) report(ctx context.Context, w *world, p *plan) (ctrl.Result
 	set := conditions.Setter{Conditions: &st.Conditions, Generation: pool.Generation, Now: w.now}
 	set.SetBool(v1alpha1.RelayPoolConfigApplied, configApplied(o), ReasonApplied,
 		fmt.Sprintf("all %d ready relays run configuration revision %d", len(o.ready), p.revision))
+	set.SetBool(v1alpha1.RelayPoolBouncesSigned, bouncesSigned(w), ReasonBouncesSigned,
+		fmt.Sprintf("DSNs from MAILER-DAEMON@%s are DKIM-signed with the key of %s", pool.Spec.Hostname, signingDomain(w)))
 	rv := readiness.Evaluate(o)
 	set.SetReadiness(rv, ReasonReady, fmt.Sprintf("%d relays accept mail at %s", len(o.ready), st.Endpoint))
 	v := rv // what is still to happen, for the requeue below
@@ -208,6 +213,23 @@ func (r *Reconciler) report(ctx context.Context, w *world, p *plan) (ctrl.Result
 		next = min(next, 5*time.Minute)
 	}
 	return ctrl.Result{RequeueAfter: max(next, time.Second)}, nil
+}
+
+func signingDomain(w *world) string {
+	signing := map[string]bool{}
+	for _, d := range w.domains {
+		signing[d.Name] = true
+	}
+	return config.SigningDomain(strings.ToLower(w.pool.Spec.Hostname), signing)
+}
+
+// bouncesSigned warns when the relays' own mail (DSNs) cannot be signed.
+func bouncesSigned(w *world) conditions.Verdict {
+	if signingDomain(w) != "" {
+		return conditions.Pass()
+	}
+	h := w.pool.Spec.Hostname
+	return conditions.Wait(ReasonBouncesUnsigned, fmt.Sprintf("DSNs come From: MAILER-DAEMON@%s and no SendingDomain on this pool covers %s, so they are not DKIM-signed and pass DMARC only if %s publishes SPF for the pool's sending IPs; create a SendingDomain for %s (or a parent domain) on this pool", h, h, h, h))
 }
 
 func conditionMessage(conds []metav1.Condition) string {

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"mailroom.io/mailroom/internal/controller/conditions"
+	"mailroom.io/mailroom/internal/relayconfig"
 )
 
 func readyPod(name string) corev1.Pod {
@@ -73,5 +74,18 @@ func TestAppliedRevisionIsTheOldestReadyRelays(t *testing.T) {
 	w.relays["p-1"] = relayReport{err: errors.New("timeout")}
 	if got := observe(w, &plan{revision: 9}).applied; got != 0 {
 		t.Errorf("applied revision %d with a silent ready relay, want 0: nothing is known to be applied everywhere", got)
+	}
+}
+
+func TestBouncesSignedWarnsWhenNoDomainCoversTheHostname(t *testing.T) {
+	w := &world{pool: pool()}
+	w.domains = []relayconfig.Domain{{Name: "example.org"}}
+	v := bouncesSigned(w)
+	if v.State == conditions.OK || v.Reason != ReasonBouncesUnsigned || !strings.Contains(v.Message, "MAILER-DAEMON@relay.example.com") {
+		t.Errorf("hostname relay.example.com, domains example.org: %+v", v)
+	}
+	w.domains = append(w.domains, relayconfig.Domain{Name: "example.com"})
+	if v := bouncesSigned(w); v.State != conditions.OK || signingDomain(w) != "example.com" {
+		t.Errorf("example.com covers relay.example.com: %+v", v)
 	}
 }
