@@ -26,10 +26,7 @@
 //     index). Nothing is held in memory per queued message; message and
 //     held counts are Pebble merge counters updated in the same batches.
 //   - Deleting a message gives its space back through Pebble's compactions
-//     (and at once for a body file). Inline bodies are kept in Pebble's
-//     blob files (value separation), so compactions move keys and small
-//     records, not every body at every level; blob files that are mostly
-//     deleted mail are rewritten.
+//     (and at once for a body file).
 //   - Open refuses a directory of the old segment-log spool (ErrOldFormat)
 //     rather than read it as empty.
 //
