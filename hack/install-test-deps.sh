@@ -21,7 +21,8 @@ perl -MNet::SSLeay -MIO::Socket::SSL -e1 2>/dev/null || need+=(libnet-ssleay-per
 
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
-	echo "install-test-deps: missing ${need[*]} and not root; install them with apt-get" >&2
+	echo "install-test-deps: missing ${need[*]} and not root; install them with:" >&2
+	echo "  sudo apt-get install -y --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u | tr '\n' ' ')" >&2
 	exit 1
 fi
 

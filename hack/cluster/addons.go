@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+
+	"mailroom.io/mailroom/internal/testutil/kubeapp"
 )
 
 // corednsPort: CoreDNS listens above 1024 so it runs as non-root with no
@@ -50,15 +52,7 @@ func corefile(forward []string) string {
 
 // restricted is a container security context meeting the restricted Pod
 // Security Standard.
-func restricted() *corev1.SecurityContext {
-	return &corev1.SecurityContext{
-		RunAsNonRoot:             ptr.To(true),
-		AllowPrivilegeEscalation: ptr.To(false),
-		ReadOnlyRootFilesystem:   ptr.To(true),
-		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-	}
-}
+func restricted() *corev1.SecurityContext { return kubeapp.RestrictedContainer() }
 
 // installCoreDNS creates the cluster DNS: RBAC to read Services and
 // EndpointSlices, the Corefile, a one-replica Deployment of our CoreDNS

@@ -23,7 +23,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -35,12 +34,13 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "mailroom.io/mailroom/api/v1alpha1"
+	"mailroom.io/mailroom/internal/relayconfig"
+	"mailroom.io/mailroom/internal/relayhost"
 	"mailroom.io/mailroom/internal/testutil/bindtest"
 	"mailroom.io/mailroom/internal/testutil/dkimpy"
 	"mailroom.io/mailroom/internal/testutil/envtest"
@@ -61,13 +61,20 @@ const (
 func main() {
 	setControllerRuntimeLogger(os.Stderr)
 	once := flag.Bool("once", false, "run the scenario, print the result and tear down (for CI)")
+	local := flag.Bool("local", false, "the loopback demo (no root needed): control plane, BIND, external-dns, manager and relay as local processes")
 	dir := flag.String("dir", "", "run folder for configs, queues and logs (default: a new temporary folder)")
 	timeout := flag.Duration("timeout", 5*time.Minute, "how long each step may take")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d := &demo{once: *once, timeout: *timeout}
+	if !*local {
+		if *timeout == 5*time.Minute {
+			*timeout = 8 * time.Minute
+		}
+		os.Exit(runNode(ctx, *once, *timeout, *dir))
+	}
+	d := &demo{once: *once, timeout: *timeout, t0: time.Now()}
 	err := d.run(ctx, *dir)
 	d.teardown()
 	if err != nil {
@@ -95,6 +102,8 @@ type demo struct {
 	bind  *bindtest.Server
 	procs []*proc
 	sink  *sink
+	relay *relayhost.Host
+	t0    time.Time
 }
 
 // proc is a child process with its log in the run folder.
@@ -166,7 +175,7 @@ func (d *demo) run(ctx context.Context, dir string) error {
 	}
 
 	d.step("starting the recipient's MX on %s", mxAddr)
-	if d.sink, err = startSink(mxAddr, filepath.Join(d.dir, "inbox")); err != nil {
+	if d.sink, err = startSink(mxAddr, filepath.Join(d.dir, "inbox"), "mx."+zone); err != nil {
 		return fmt.Errorf("MX on %s (port 25 needs root): %w", mxAddr, err)
 	}
 
@@ -185,19 +194,40 @@ func (d *demo) run(ctx context.Context, dir string) error {
 		return err
 	}
 
-	d.step("starting the mailroom manager")
+	d.step("starting the mailroom manager (its RelayPool, SMTPCredential and SendingDomain controllers)")
 	if err := d.start("manager", filepath.Join(d.root, "bin", "manager"),
 		"--kubeconfig="+kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address="+freeAddr(),
-		"--log-format=text"); err != nil {
+		"--log-format=text", "--relay-image=localhost/mailroom:dev"); err != nil {
 		return err
 	}
 
-	d.step("applying RelayPool mail/transactional and SendingDomain mail/example-test")
-	if err := d.apply(ctx); err != nil {
+	d.step("applying RelayPool mail/transactional, SendingDomain mail/example-test and SMTPCredential shop/shop")
+	pool, err := d.apply(ctx)
+	if err != nil {
 		return err
 	}
-	sd, err := d.waitReady(ctx)
+
+	d.step("starting the relay as pod transactional-relay-0 would run: the pool's operator-rendered Secrets mirrored into %s", filepath.Join(d.dir, "relay", "config"))
+	if err := os.MkdirAll(filepath.Join(d.dir, "relay"), 0o700); err != nil {
+		return err
+	}
+	// The manager reads each relay pod's /status at its pod IP on the
+	// relay's HTTP port, as in a cluster: the relay gets a loopback address
+	// of its own, which its pod object reports.
+	d.relay, err = relayhost.New(d.env.Client, pool, filepath.Join(d.dir, "relay"), relayhost.Options{
+		Relay: filepath.Join(d.root, "bin", "relay"), IP: relayIP, HTTPPort: relayconfig.HTTPPort,
+	})
 	if err != nil {
+		return err
+	}
+	if err := d.relay.Start(ctx, d.timeout); err != nil {
+		return err
+	}
+	if err := waitAllReady(ctx, d.env.Client, d.t0, d.timeout, samples("mail", "transactional", "example-test", "shop", "shop")); err != nil {
+		return err
+	}
+	var sd v1.SendingDomain
+	if err := d.env.Client.Get(ctx, client.ObjectKey{Namespace: "mail", Name: "example-test"}, &sd); err != nil {
 		return err
 	}
 	fmt.Println("    records served by BIND:")
@@ -205,19 +235,17 @@ func (d *demo) run(ctx context.Context, dir string) error {
 		fmt.Printf("      %-40s TXT %s\n", r.Name, shorten(r.Value, 70))
 	}
 
-	d.step("starting the relay, signing for %s with selector %s", domain, sd.Status.DKIM.ActiveSelector)
-	relay, err := d.startRelay(ctx, sd)
+	login, err := d.login(ctx)
 	if err != nil {
 		return err
 	}
-
-	d.step("sending a message: STARTTLS + AUTH PLAIN on %s as %s", relay.submission, relay.username)
-	if err := relay.send(); err != nil {
+	d.step("sending a message with the Secret shop/shop-smtp: STARTTLS (the pool's CA) + AUTH PLAIN on %s as %s", d.relay.SubmissionAddr(), login.username)
+	if err := login.send(d.relay.SubmissionAddr()); err != nil {
 		return err
 	}
 	msg, err := d.sink.wait(ctx, d.timeout)
 	if err != nil {
-		return fmt.Errorf("%w (relay log: %s)", err, filepath.Join(d.dir, "relay.log"))
+		return fmt.Errorf("%w (relay log: %s)", err, filepath.Join(d.dir, "relay", "relay.log"))
 	}
 	fmt.Printf("    delivered to %s: %s\n", recipientHost, msg)
 
@@ -231,17 +259,22 @@ func (d *demo) run(ctx context.Context, dir string) error {
 	if err != nil {
 		return fmt.Errorf("dkimpy did not verify the delivered message: %w", err)
 	}
+	d.step("the relay's queue (relay queue list) and a few of its metrics")
+	q, _ := exec.Command(filepath.Join(d.root, "bin", "relay"), "queue", "-admin", d.relay.AdminAddr(), "list").CombinedOutput()
+	fmt.Print(indent(string(q)))
+	fmt.Print(indent(metricsAt(d.relay.HTTPAddr())))
 
+	host, port, _ = net.SplitHostPort(d.bind.Addr)
 	fmt.Printf(`
 mailroom is up. Try:
-  kubectl --kubeconfig %[1]s get mailroom -A
+  kubectl --kubeconfig %[1]s get sdom,smtpcred,rpool -A
   kubectl --kubeconfig %[1]s describe sendingdomain -n mail example-test
   dig @%[2]s -p %[3]s TXT %[4]s._domainkey.%[5]s +short
-  swaks --server %[6]s --tls --auth PLAIN --auth-user %[7]s --auth-password '%[8]s' \
-        --from app@%[5]s --to someone@%[9]s --tls-verify=0
+  swaks --server %[6]s --tls --tls-ca-path %[12]s --tls-sni relay.%[5]s --auth PLAIN --auth-user %[7]s --auth-password '%[8]s' \
+        --from app@%[5]s --to someone@%[9]s
 Delivered mail lands in %[10]s. Logs: %[11]s
-`, kubeconfig, host, port, sd.Status.DKIM.ActiveSelector, domain, relay.submission, relay.username, relay.password,
-		recipientHost, filepath.Join(d.dir, "inbox"), d.dir)
+`, kubeconfig, host, port, sd.Status.DKIM.ActiveSelector, domain, d.relay.SubmissionAddr(), login.username, login.password,
+		recipientHost, filepath.Join(d.dir, "inbox"), d.dir, login.caFile)
 	if d.once {
 		fmt.Println("demo: OK")
 		return nil
@@ -283,24 +316,29 @@ func (d *demo) start(name, bin string, args ...string) error {
 	return nil
 }
 
-func (d *demo) apply(ctx context.Context) error {
+// apply creates the three objects a platform team and an application
+// team would: the pool (one relay, MX lookups through BIND), the domain
+// (verified against BIND) and the shop's credential.
+func (d *demo) apply(ctx context.Context) (*v1.RelayPool, error) {
 	c := d.env.Client
-	for _, ns := range []string{"mail"} {
+	for _, ns := range []string{"mail", "shop"} {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	replicas := int32(1)
 	pool := &v1.RelayPool{
 		ObjectMeta: metav1.ObjectMeta{Name: "transactional", Namespace: "mail"},
 		Spec: v1.RelayPoolSpec{
-			Replicas:   &replicas,
-			Hostname:   "relay." + domain,
-			SendingIPs: []string{"127.0.0.1"},
+			Replicas:          &replicas,
+			Hostname:          "relay." + domain,
+			SendingIPs:        []string{"127.0.0.1"},
+			AllowedNamespaces: v1.AllowedNamespaces{From: v1.NamespacesFromAll},
+			Delivery:          v1.DeliverySpec{Resolvers: []string{d.bind.Addr}},
 		},
 	}
 	if err := c.Create(ctx, pool); err != nil {
-		return err
+		return nil, err
 	}
 	interval := metav1.Duration{Duration: 5 * time.Second}
 	sd := &v1.SendingDomain{
@@ -315,47 +353,24 @@ func (d *demo) apply(ctx context.Context) error {
 			},
 		},
 	}
-	return c.Create(ctx, sd)
-}
-
-// waitReady prints the SendingDomain's conditions as they change until it
-// is Ready.
-func (d *demo) waitReady(ctx context.Context) (*v1.SendingDomain, error) {
-	deadline := time.Now().Add(d.timeout)
-	last := ""
-	for {
-		var sd v1.SendingDomain
-		if err := d.env.Client.Get(ctx, client.ObjectKey{Namespace: "mail", Name: "example-test"}, &sd); err != nil {
-			return nil, err
-		}
-		var parts []string
-		for _, t := range []string{v1.SendingDomainKeyReady, v1.SendingDomainDNSPublished, v1.SendingDomainDNSVerified, v1.ConditionReady} {
-			cond := apimeta.FindStatusCondition(sd.Status.Conditions, t)
-			if cond == nil {
-				parts = append(parts, t+"=?")
-				continue
-			}
-			parts = append(parts, fmt.Sprintf("%s=%s(%s)", t, cond.Status, cond.Reason))
-		}
-		if line := strings.Join(parts, " "); line != last {
-			fmt.Println("    " + line)
-			last = line
-		}
-		if apimeta.IsStatusConditionTrue(sd.Status.Conditions, v1.ConditionReady) && sd.Status.ObservedGeneration == sd.Generation {
-			return &sd, nil
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("SendingDomain not Ready after %s: %s", d.timeout, last)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
+	if err := c.Create(ctx, sd); err != nil {
+		return nil, err
 	}
+	cred := &v1.SMTPCredential{
+		ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: "shop"},
+		Spec: v1.SMTPCredentialSpec{
+			PoolRef:        v1.PoolReference{Name: "transactional", Namespace: "mail"},
+			AllowedSenders: []string{domain},
+			SecretName:     "shop-smtp",
+		},
+	}
+	return pool, c.Create(ctx, cred)
 }
 
 func (d *demo) teardown() {
+	if d.relay != nil {
+		d.relay.Stop()
+	}
 	for i := len(d.procs) - 1; i >= 0; i-- {
 		p := d.procs[i]
 		if p.cmd.Process != nil {
@@ -404,30 +419,6 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
-// waitHTTP polls url until it answers 200.
-func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(url)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("status %s", resp.Status)
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("%s not ready after %s: %v", url, timeout, last)
-}
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -473,10 +464,12 @@ func verdicts(report string) string {
 
 func indent(s string) string {
 	var b strings.Builder
-	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
-		if l != "" {
-			b.WriteString("    " + l + "\n")
+	for _, l := range strings.Split(strings.Trim(s, "\n"), "\n") {
+		if l == "" {
+			b.WriteString("\n")
+			continue
 		}
+		b.WriteString("    " + l + "\n")
 	}
 	return b.String()
 }

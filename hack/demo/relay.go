@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
+	"errors"
 	"fmt"
-	"math/big"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,105 +15,49 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
-	"golang.org/x/crypto/bcrypt"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
-
-	v1 "mailroom.io/mailroom/api/v1alpha1"
-	"mailroom.io/mailroom/internal/relay/config"
 )
 
-// relay is the running relay and the login the demo sends with.
-type relay struct {
-	submission string
-	username   string
-	password   string
-	roots      *x509.CertPool
-	hostname   string
+// relayIP is the local relay's own loopback address: its pod object
+// reports it as the pod IP, where the manager reads the relay's /status on
+// the relay's HTTP port, as it does in a cluster.
+const relayIP = "127.0.0.2"
+
+// smtpLogin is what an application finds in its SMTPCredential's Secret.
+type smtpLogin struct {
+	username, password string
+	roots              *x509.CertPool
+	caFile             string
+	serverName         string // the pool's hostname, in its certificate
 }
 
-// startRelay writes the relay's config the way the operator's config
-// Secret lays it out — the DKIM key from the SendingDomain's key Secret, a
-// password hash, a TLS certificate — and starts the relay binary on it.
-func (d *demo) startRelay(ctx context.Context, sd *v1.SendingDomain) (*relay, error) {
-	var secret corev1.Secret
-	if err := d.env.Client.Get(ctx, client.ObjectKey{Namespace: sd.Namespace, Name: sd.Name + "-dkim"}, &secret); err != nil {
-		return nil, fmt.Errorf("reading the DKIM key Secret: %w", err)
+// login reads the Secret the operator wrote for the shop's credential.
+func (d *demo) login(ctx context.Context) (*smtpLogin, error) {
+	var s corev1.Secret
+	if err := d.env.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "shop-smtp"}, &s); err != nil {
+		return nil, fmt.Errorf("the credential's Secret: %w", err)
 	}
-	selector := string(secret.Data["selector"])
-	if selector != sd.Status.DKIM.ActiveSelector {
-		return nil, fmt.Errorf("key Secret holds selector %q, status says %q", selector, sd.Status.DKIM.ActiveSelector)
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(s.Data["ca.crt"]) {
+		return nil, errors.New("the credential's Secret holds no CA in ca.crt")
 	}
-	etc := filepath.Join(d.dir, "relay-etc")
-	if err := os.MkdirAll(filepath.Join(etc, "dkim"), 0o700); err != nil {
+	caFile := filepath.Join(d.dir, "relay-ca.crt")
+	if err := os.WriteFile(caFile, s.Data["ca.crt"], 0o644); err != nil {
 		return nil, err
 	}
-	keyFile := filepath.Join(etc, "dkim", selector+".pem")
-	if err := os.WriteFile(keyFile, secret.Data["key.pem"], 0o600); err != nil {
-		return nil, err
-	}
-
-	hostname := "relay." + domain
-	certFile, keyPEM := filepath.Join(etc, "tls.crt"), filepath.Join(etc, "tls.key")
-	roots, err := selfSigned(hostname, certFile, keyPEM)
-	if err != nil {
-		return nil, err
-	}
-
-	r := &relay{username: "shop.demo", password: randomHex(16), roots: roots, hostname: hostname}
-	hash, err := bcrypt.GenerateFromPassword([]byte(r.password), bcrypt.DefaultCost)
-	if err != nil {
-		return nil, err
-	}
-	r.submission = freeAddr()
-	httpAddr := freeAddr()
-	cfg := config.Config{
-		Hostname: hostname,
-		Listeners: config.Listeners{
-			Submission:  r.submission,
-			Submissions: freeAddr(),
-			HTTP:        httpAddr,
-			Admin:       freeAddr(),
-		},
-		TLS: config.TLS{CertFile: certFile, KeyFile: keyPEM},
-		Domains: []config.Domain{{
-			Name: domain,
-			Keys: []config.DKIMKey{{Selector: selector, Algorithm: string(sd.Spec.DKIM.Algorithm), PrivateKeyFile: keyFile}},
-		}},
-		Credentials: []config.Credential{{
-			Username:       r.username,
-			PasswordHash:   string(hash),
-			AllowedSenders: []string{domain},
-		}},
-		Queue:    config.Queue{Directory: filepath.Join(d.dir, "queue")},
-		Delivery: config.Delivery{Mode: config.ModeDirect, Resolvers: []string{d.bind.Addr}},
-	}
-	b, err := yaml.Marshal(cfg)
-	if err != nil {
-		return nil, err
-	}
-	cfgPath := filepath.Join(etc, "relay.yaml")
-	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
-		return nil, err
-	}
-	if err := d.start("relay", filepath.Join(d.root, "bin", "relay"), "--config", cfgPath); err != nil {
-		return nil, err
-	}
-	if err := waitHTTP(ctx, "http://"+httpAddr+"/readyz", d.timeout); err != nil {
-		return nil, fmt.Errorf("relay: %w", err)
-	}
-	return r, nil
+	return &smtpLogin{username: string(s.Data["username"]), password: string(s.Data["password"]),
+		roots: roots, caFile: caFile, serverName: "relay." + domain}, nil
 }
 
 // send submits one message the way an application would.
-func (r *relay) send() error {
-	c, err := smtp.DialStartTLS(r.submission, &tls.Config{ServerName: r.hostname, RootCAs: r.roots})
+func (l *smtpLogin) send(addr string) error {
+	c, err := smtp.DialStartTLS(addr, &tls.Config{ServerName: l.serverName, RootCAs: l.roots})
 	if err != nil {
 		return fmt.Errorf("STARTTLS: %w", err)
 	}
 	defer c.Close()
-	if err := c.Auth(sasl.NewPlainClient("", r.username, r.password)); err != nil {
+	if err := c.Auth(sasl.NewPlainClient("", l.username, l.password)); err != nil {
 		return fmt.Errorf("AUTH: %w", err)
 	}
 	from, to := "orders@"+domain, "someone@"+recipientHost
@@ -134,43 +75,26 @@ recipient's MX found through BIND.
 	return c.Quit()
 }
 
-// selfSigned writes a self-signed certificate for host and returns a pool
-// that trusts it, as the operator's self-signed default does.
-func selfSigned(host, certFile, keyFile string) (*x509.CertPool, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// metricsAt picks a few lines of a relay's /metrics.
+func metricsAt(addr string) string {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/metrics")
 	if err != nil {
-		return nil, err
+		return err.Error()
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: host},
-		DNSNames:              []string{host},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:                  true,
-		BasicConstraintsValid: true,
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		for _, p := range []string{"mailroom_relay_messages_accepted_total", "mailroom_delivery_recipients_total", "mailroom_queue_depth",
+			"mailroom_relay_config_revision", "mailroom_relay_auth_failures_total"} {
+			if strings.HasPrefix(l, p) {
+				out = append(out, l)
+			}
+		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
+	if len(out) == 0 {
+		return "(no mailroom metrics yet)"
 	}
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return pool, nil
+	return strings.Join(out, "\n")
 }

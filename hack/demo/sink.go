@@ -24,13 +24,13 @@ type sink struct {
 	wake chan struct{}
 }
 
-func startSink(addr, dir string) (*sink, error) {
+func startSink(addr, dir, hostname string) (*sink, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	s := &sink{dir: dir, wake: make(chan struct{}, 1)}
 	s.srv = smtp.NewServer(s)
-	s.srv.Domain = "mx." + zone
+	s.srv.Domain = hostname
 	s.srv.ReadTimeout = time.Minute
 	s.srv.WriteTimeout = time.Minute
 	s.srv.MaxMessageBytes = 50 << 20

@@ -7,9 +7,11 @@
 // The project image has the layout the Dockerfile produces (/manager and
 // /relay at the root, the CA bundle, USER 65532:65532, ENTRYPOINT
 // ["/manager"]), so the e2e runs what users run. Beside it: the pod sandbox
-// ("pause") image, the e2e helper, and CoreDNS when its binary is given.
+// ("pause") image, the e2e helper, and CoreDNS and external-dns when their
+// binaries are given.
 //
-//	go run ./hack/images -out bin/images [-require relay] [-coredns bin/coredns/v1.15.0/coredns]
+//	go run ./hack/images -out bin/images [-require relay] [-coredns bin/coredns/v1.15.0/coredns] \
+//	    [-external-dns bin/external-dns/v0.21.0-mailroom.1/external-dns]
 package main
 
 import (
@@ -45,6 +47,7 @@ func run(args []string) error {
 	tag := fs.String("tag", "dev", "tag of every image built from this tree")
 	require := fs.String("require", "", "comma-separated optional binaries that must compile (e.g. relay); without it a failing one is reported and left out")
 	coredns := fs.String("coredns", "", "static CoreDNS binary to wrap as localhost/coredns:<its version folder>; empty: no CoreDNS image")
+	externalDNS := fs.String("external-dns", "", "static external-dns binary (hack/build-external-dns.sh patched) to wrap as localhost/external-dns:<its version folder>; empty: no external-dns image")
 	caBundle := fs.String("ca-bundle", "/etc/ssl/certs/ca-certificates.crt", "CA roots copied to the same path in the project image, as the Dockerfile does")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -131,6 +134,25 @@ func run(args []string) error {
 			Entrypoint: []string{"/coredns"},
 			User:       nonRootUser,
 			Files:      []file{{Path: "coredns", Data: data, Mode: 0o755}},
+		}})
+	}
+
+	if *externalDNS != "" {
+		data, err := os.ReadFile(*externalDNS)
+		if err != nil {
+			return fmt.Errorf("external-dns binary: %w", err)
+		}
+		// bin/external-dns/<version>/external-dns, e.g. v0.21.0-mailroom.1.
+		// The CA roots too: a DNS provider's API is usually HTTPS.
+		version := filepath.Base(filepath.Dir(*externalDNS))
+		built = append(built, builtImage{file: "external-dns.tar", spec: imageSpec{
+			Ref:        "localhost/external-dns:" + version,
+			Entrypoint: []string{"/external-dns"},
+			User:       nonRootUser,
+			Files: []file{
+				{Path: "external-dns", Data: data, Mode: 0o755},
+				{Path: strings.TrimPrefix(*caBundle, "/"), Data: ca, Mode: 0o644},
+			},
 		}})
 	}
 

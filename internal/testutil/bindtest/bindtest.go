@@ -60,6 +60,7 @@ type Server struct {
 	// Dir is named's working directory (config, zone file, journal, log).
 	Dir string
 
+	ip      string
 	cmd     *exec.Cmd
 	log     *lockedBuffer
 	exited  chan struct{}
@@ -82,6 +83,12 @@ func Start(t testing.TB, zone string) *Server {
 // Launch runs named (the binary at path named) for zone in dir, outside a
 // test: the demo uses it. The caller stops it with Stop.
 func Launch(named, dir, zone string) (*Server, error) {
+	return LaunchAt(named, dir, zone, "127.0.0.1", 0)
+}
+
+// LaunchAt is Launch on a given IPv4 address and port (0: a free one), e.g.
+// a node address pods reach, port 53. A fixed port is tried once.
+func LaunchAt(named, dir, zone, ip string, port int) (*Server, error) {
 	zone = strings.ToLower(dns.Fqdn(zone))
 	if _, ok := dns.IsDomainName(zone); !ok || zone == "." {
 		return nil, fmt.Errorf("bindtest: %q is not a zone name", zone)
@@ -96,14 +103,22 @@ func Launch(named, dir, zone string) (*Server, error) {
 		TSIGSecret:    base64.StdEncoding.EncodeToString(secret),
 		TSIGAlgorithm: "hmac-sha256",
 		Dir:           dir,
+		ip:            ip,
+	}
+	attempts := startAttempts
+	if port != 0 {
+		attempts = 1
 	}
 	var lastErr error
-	for attempt := 0; attempt < startAttempts; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			return nil, fmt.Errorf("bindtest: free port: %w", err)
+	for attempt := 0; attempt < attempts; attempt++ {
+		p := port
+		if p == 0 {
+			var err error
+			if p, err = freePort(ip); err != nil {
+				return nil, fmt.Errorf("bindtest: free port: %w", err)
+			}
 		}
-		if lastErr = s.start(named, port); lastErr == nil {
+		if lastErr = s.start(named, p); lastErr == nil {
 			return s, nil
 		}
 	}
@@ -155,16 +170,16 @@ func repoRoot(t testing.TB) string {
 	}
 }
 
-// freePort returns a port that is free on 127.0.0.1 for both TCP and UDP at
-// the time of the call.
-func freePort() (int, error) {
+// freePort returns a port that is free on ip for both TCP and UDP at the
+// time of the call.
+func freePort(ip string) (int, error) {
 	for i := 0; i < 20; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 		if err != nil {
 			return 0, err
 		}
 		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		u, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port)))
 		l.Close()
 		if err != nil {
 			continue
@@ -176,7 +191,7 @@ func freePort() (int, error) {
 }
 
 func (s *Server) start(named string, port int) error {
-	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	s.Addr = net.JoinHostPort(s.ip, strconv.Itoa(port))
 	zoneFile := "db." + strings.TrimSuffix(s.Zone, ".")
 	// A fresh zone file per attempt: a failed attempt may have left a journal.
 	_ = os.Remove(filepath.Join(s.Dir, zoneFile+".jnl"))
@@ -247,7 +262,7 @@ func (s *Server) config(port int, zoneFile string) string {
 	pid-file %[2]q;
 	session-keyfile %[3]q;
 	managed-keys-directory %[1]q;
-	listen-on port %[4]d { 127.0.0.1; };
+	listen-on port %[4]d { %[10]s; };
 	listen-on-v6 { none; };
 	recursion no;
 	dnssec-validation no;
@@ -270,7 +285,7 @@ zone %[8]q {
 	allow-transfer { key %[5]q; };
 };
 `, s.Dir, filepath.Join(s.Dir, "named.pid"), filepath.Join(s.Dir, "session.key"), port,
-		keyName, s.TSIGAlgorithm, s.TSIGSecret, strings.TrimSuffix(s.Zone, "."), zoneFile)
+		keyName, s.TSIGAlgorithm, s.TSIGSecret, strings.TrimSuffix(s.Zone, "."), zoneFile, s.ip)
 }
 
 func (s *Server) zoneFile() string {

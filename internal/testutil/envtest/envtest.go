@@ -10,9 +10,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -25,6 +23,7 @@ import (
 	externaldnsv1alpha1 "sigs.k8s.io/external-dns/apis/v1alpha1"
 
 	mailroomv1alpha1 "mailroom.io/mailroom/api/v1alpha1"
+	"mailroom.io/mailroom/internal/testutil/kubeapp"
 )
 
 // KubernetesVersion is the kube-apiserver version tests run against.
@@ -146,13 +145,10 @@ func RepoRoot() (string, error) {
 // module the project depends on, so its version always matches the Go
 // types the operator uses.
 func externalDNSCRD(root string) (string, error) {
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/external-dns")
-	cmd.Dir = root
-	out, err := cmd.Output()
+	p, err := kubeapp.DNSEndpointCRD(root)
 	if err != nil {
-		return "", fmt.Errorf("envtest: locating the external-dns module: %w", err)
+		return "", fmt.Errorf("envtest: %w", err)
 	}
-	p := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard", "dnsendpoints.externaldns.k8s.io.yaml")
 	if _, err := os.Stat(p); err != nil {
 		return "", fmt.Errorf("envtest: DNSEndpoint CRD: %w", err)
 	}

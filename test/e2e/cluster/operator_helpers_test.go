@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -30,6 +29,7 @@ import (
 	externaldnsv1alpha1 "sigs.k8s.io/external-dns/apis/v1alpha1"
 
 	"mailroom.io/mailroom/api/v1alpha1"
+	"mailroom.io/mailroom/internal/testutil/kubeapp"
 	"mailroom.io/mailroom/internal/testutil/smtpsink"
 	"mailroom.io/mailroom/test/e2e/cluster"
 )
@@ -91,11 +91,10 @@ func installManager(t *testing.T, c *cluster.Cluster, image string) *corev1.Pod 
 	if err := os.WriteFile(manifests, []byte(rendered), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/external-dns").Output()
+	dnsEndpointCRD, err := kubeapp.DNSEndpointCRD(root)
 	if err != nil {
-		t.Fatalf("locating the external-dns module: %v", err)
+		t.Fatal(err)
 	}
-	dnsEndpointCRD := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard", "dnsendpoints.externaldns.k8s.io.yaml")
 
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -22,6 +22,7 @@ import (
 	"mailroom.io/mailroom/api/v1alpha1"
 	"mailroom.io/mailroom/internal/scheduler"
 	"mailroom.io/mailroom/internal/testutil/dkimpy"
+	"mailroom.io/mailroom/internal/testutil/kubeapp"
 	"mailroom.io/mailroom/internal/testutil/smtpsink"
 	"mailroom.io/mailroom/test/e2e/cluster"
 )
@@ -586,27 +587,10 @@ func serviceAddr(t *testing.T, c *cluster.Cluster, ns string) string {
 func runAppPod(t *testing.T, c *cluster.Cluster, ns, image, secret, subject string) {
 	t.Helper()
 	ctx := context.Background()
-	env := func(name, key string) corev1.EnvVar {
-		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-			LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: key}}}
-	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "app"},
-		Spec: corev1.PodSpec{
-			RestartPolicy: corev1.RestartPolicyNever,
-			Containers: []corev1.Container{{
-				Name:            "app",
-				Image:           image,
-				ImagePullPolicy: corev1.PullNever,
-				Args:            []string{"submit", "-from", "app@" + opDomain, "-to", "app@" + sinkDomain, "-subject", subject},
-				Env: []corev1.EnvVar{
-					env("SMTP_HOST", "host"), env("SMTP_PORT", "port"), env("SMTP_USERNAME", "username"),
-					env("SMTP_PASSWORD", "password"), env("SMTP_CA_CRT", "ca.crt"),
-				},
-				SecurityContext: restrictedContainer(),
-			}},
-		},
-	}
+	pod := kubeapp.SubmitPod(kubeapp.Submission{
+		Pod: "app", Image: image, Secret: secret,
+		From: "app@" + opDomain, To: "app@" + sinkDomain, Subject: subject,
+	})
 	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create app pod: %v", err)
 	}

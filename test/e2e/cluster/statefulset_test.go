@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"mailroom.io/mailroom/internal/testutil/kubeapp"
 	"mailroom.io/mailroom/test/e2e/cluster"
 )
 
@@ -27,15 +28,7 @@ const (
 
 // restrictedContainer meets the restricted Pod Security Standard, as the
 // relay pods the operator creates must.
-func restrictedContainer() *corev1.SecurityContext {
-	return &corev1.SecurityContext{
-		RunAsNonRoot:             ptr.To(true),
-		AllowPrivilegeEscalation: ptr.To(false),
-		ReadOnlyRootFilesystem:   ptr.To(true),
-		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-	}
-}
+func restrictedContainer() *corev1.SecurityContext { return kubeapp.RestrictedContainer() }
 
 // TestStatefulSetKeepsItsVolume runs a StatefulSet with a PVC from an image
 // built from this tree in a namespace enforcing the restricted Pod Security
