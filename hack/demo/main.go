@@ -1,14 +1,27 @@
-// Command demo brings mailroom's main job up on one machine, all on
-// loopback: a Kubernetes control plane (kube-apiserver and etcd, as in the
-// tests), BIND serving the zone example.test, external-dns publishing into
-// it, the mailroom manager, and a relay. It applies a SendingDomain, waits
-// until its DKIM, SPF and DMARC records resolve and it is Ready, then sends
-// a message through the relay (STARTTLS + AUTH), and shows it arriving at
-// the recipient's MX with a DKIM signature that dkimpy verifies against
-// BIND.
+// Command demo shows mailroom doing its job on this machine, in one of two
+// ways.
 //
-//	make demo              # stays up; Ctrl-C tears everything down
-//	make demo DEMO_ARGS=-once
+// On a real node (make demo; root): the single-node Kubernetes of
+// hack/cluster (the harness make e2e uses), BIND serving example.com and a
+// sink MX for inbox.example.com on the node address, external-dns
+// (rfc2136, the flags docs/external-dns.md gives) as a pod, and mailroom
+// installed with its Helm chart. It applies config/samples, waits for
+// Ready, has a pod send a message through the relay Service with the
+// generated credential Secret, and shows the records BIND serves, the
+// message as the sink received it, dkimpy's verdict on its DKIM signature,
+// and the relay pods' queues and metrics. Ctrl-C (or the end of -once)
+// tears the node down and checks that nothing of it remains.
+//
+// On loopback (make demo-local; no root): kube-apiserver and etcd (as in
+// the tests), BIND for example.test, external-dns, the manager and one
+// relay as local processes. The relay runs on the configuration the
+// operator renders into the pool's Secrets, mirrored into files the way a
+// pod mounts them (internal/relayhost).
+//
+//	make demo                      # stays up; Ctrl-C tears everything down
+//	make demo DEMO_ARGS=-once      # up, one verified message, down; exit 0/1
+//	make demo-local [DEMO_ARGS=-once]
+//	make demo-once                 # make demo-local -once, as make test runs it
 //
 // Every component's log is in the run folder it prints.
 package main
@@ -50,9 +63,10 @@ const (
 	zone          = "example.test"
 	domain        = "example.test"
 	recipientHost = "inbox.example.test"
-	// The recipient's MX listens on port 25 of its own loopback address, as
-	// a real MX would; the relay finds it through BIND.
-	mxAddr = "127.0.0.25:25"
+	// The recipient's MX listens on its own loopback address, found through
+	// BIND; on a free port rather than 25, so that no root is needed (the
+	// relay is told the port: relayhost's MXPort).
+	mxAddr = "127.0.0.25:0"
 	// externalDNSBuild is v0.21.0 with the fixes docs/external-dns.md
 	// explains (the release cannot update or delete TXT records).
 	externalDNSBuild = "v0.21.0-mailroom.1"
@@ -174,10 +188,10 @@ func (d *demo) run(ctx context.Context, dir string) error {
 		}
 	}
 
-	d.step("starting the recipient's MX on %s", mxAddr)
 	if d.sink, err = startSink(mxAddr, filepath.Join(d.dir, "inbox"), "mx."+zone); err != nil {
-		return fmt.Errorf("MX on %s (port 25 needs root): %w", mxAddr, err)
+		return fmt.Errorf("MX on %s: %w", mxAddr, err)
 	}
+	d.step("started the recipient's MX on %s", d.sink.addr)
 
 	d.step("starting external-dns %s (--source=crd --provider=rfc2136)", externalDNSBuild)
 	host, port, _ := net.SplitHostPort(d.bind.Addr)
@@ -216,6 +230,7 @@ func (d *demo) run(ctx context.Context, dir string) error {
 	// of its own, which its pod object reports.
 	d.relay, err = relayhost.New(d.env.Client, pool, filepath.Join(d.dir, "relay"), relayhost.Options{
 		Relay: filepath.Join(d.root, "bin", "relay"), IP: relayIP, HTTPPort: relayconfig.HTTPPort,
+		MXPort: d.sink.port(),
 	})
 	if err != nil {
 		return err

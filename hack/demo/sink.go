@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 // message it accepts as a file.
 type sink struct {
 	srv  *smtp.Server
+	addr string // where it listens
 	dir  string
 	mu   sync.Mutex
 	got  []string // paths of stored messages
@@ -38,8 +40,16 @@ func startSink(addr, dir, hostname string) (*sink, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.addr = ln.Addr().String()
 	go func() { _ = s.srv.Serve(ln) }()
 	return s, nil
+}
+
+// port is the port the sink listens on.
+func (s *sink) port() int {
+	_, p, _ := net.SplitHostPort(s.addr)
+	n, _ := strconv.Atoi(p)
+	return n
 }
 
 func (s *sink) close() { _ = s.srv.Close() }
