@@ -182,12 +182,15 @@ help:
 
 .PHONY: demo-once
 demo-once: ## The loopback demo once, as CI runs it (make e2e covers the node): fails unless dkimpy verifies the delivered message.
-	go run ./hack/demo -local -once
+	go build -o $(BIN)/demo ./hack/demo
+	$(BIN)/demo -local -once
 
 .PHONY: demo
 demo: ## As users run it, on a real node (root): BIND, sink MX, external-dns pod, mailroom by Helm, config/samples, a pod sends. DEMO_ARGS=-once to stop after.
-	go run ./hack/demo $(DEMO_ARGS)
+	go build -o $(BIN)/demo ./hack/demo
+	$(BIN)/demo $(DEMO_ARGS)
 
 .PHONY: demo-local
 demo-local: ## The loopback demo (no root): control plane, BIND, external-dns, manager, a relay fed the operator-rendered config.
-	go run ./hack/demo -local $(DEMO_ARGS)
+	go build -o $(BIN)/demo ./hack/demo
+	$(BIN)/demo -local $(DEMO_ARGS)

@@ -285,7 +285,7 @@ mailroom is up. Try:
   kubectl --kubeconfig %[1]s get sdom,smtpcred,rpool -A
   kubectl --kubeconfig %[1]s describe sendingdomain -n mail example-test
   dig @%[2]s -p %[3]s TXT %[4]s._domainkey.%[5]s +short
-  swaks --server %[6]s --tls --tls-ca-path %[12]s --tls-sni relay.%[5]s --auth PLAIN --auth-user %[7]s --auth-password '%[8]s' \
+  swaks --server %[6]s --tls --tls-verify --tls-ca-path %[12]s --tls-sni relay.%[5]s --auth PLAIN --auth-user %[7]s --auth-password '%[8]s' \
         --from app@%[5]s --to someone@%[9]s
 Delivered mail lands in %[10]s. Logs: %[11]s
 `, kubeconfig, host, port, sd.Status.DKIM.ActiveSelector, domain, d.relay.SubmissionAddr(), login.username, login.password,
@@ -410,6 +410,7 @@ func (d *demo) teardown() {
 	if d.env != nil {
 		_ = d.env.Stop()
 	}
+	fmt.Println("demo: stopped every process it started")
 }
 
 func (d *demo) printLogTails() {

@@ -266,7 +266,7 @@ mailroom runs on a real Kubernetes node, installed with Helm; the message was ve
   %[3]s logs -n %[4]s deploy/external-dns
   dig @%[5]s TXT _dmarc.%[6]s +short
 Send another message from this machine through the relay Service (CA in %[7]s):
-  swaks --server %[8]s --port 587 --tls --tls-ca-path %[7]s --tls-sni relay.example.com \
+  swaks --server %[8]s --port 587 --tls --tls-verify --tls-ca-path %[7]s --tls-sni relay.example.com \
         --auth PLAIN --auth-user %[9]s --auth-password '%[10]s' \
         --from orders@%[6]s --to someone@%[11]s
 Delivered mail lands in %[12]s. Host-side logs: %[13]s; node logs: %[14]s
