@@ -567,6 +567,9 @@ func (d *nodeDemo) diagnose() {
 // teardown stops the host-side servers, then the node (hack/cluster's
 // down, as make e2e does), and checks that nothing of it remains.
 func (d *nodeDemo) teardown() error {
+	if d.sink == nil && d.bind == nil && !d.up {
+		return nil // nothing was started
+	}
 	d.step("tearing down")
 	if d.sink != nil {
 		d.sink.close()
