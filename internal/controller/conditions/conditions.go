@@ -108,7 +108,18 @@ func (s Setter) Remove(typ string) { meta.RemoveStatusCondition(s.Conditions, ty
 // Reconciling=True while progressing, Stalled=True while blocked, both
 // absent when ready (kstatus treats them as abnormal-true conditions).
 func (s Setter) SetReadiness(v Verdict, okReason, okMessage string) {
+	s.SetReadinessAndProgress(v, Pass(), okReason, okMessage)
+}
+
+// SetReadinessAndProgress is SetReadiness for an object that can be Ready
+// while work is still in flight (progress): then Ready is True and
+// Reconciling=True carries progress's reason. Each condition is set once,
+// so an unchanged state keeps its lastTransitionTime and writes nothing.
+func (s Setter) SetReadinessAndProgress(v, progress Verdict, okReason, okMessage string) {
 	s.SetBool(Ready, v, okReason, okMessage)
+	if v.State == OK && progress.State != OK {
+		v = Verdict{State: Progressing, Reason: progress.Reason, Message: progress.Message}
+	}
 	switch v.State {
 	case OK:
 		s.Remove(Reconciling)

@@ -82,3 +82,23 @@ func TestChanged(t *testing.T) {
 		t.Fatal("message change, appearance and disappearance are transitions")
 	}
 }
+
+func TestProgressOnAReadyObjectKeepsItsTransitionTime(t *testing.T) {
+	var conds []metav1.Condition
+	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	set := Setter{Conditions: &conds, Generation: 1, Now: t0}
+	set.SetReadinessAndProgress(Pass(), Wait("RevisionPending", "1 of 2"), "Ready", "ok")
+	set.Now = t0.Add(time.Minute)
+	set.SetReadinessAndProgress(Pass(), Wait("RevisionPending", "1 of 2"), "Ready", "ok")
+	r := meta.FindStatusCondition(conds, Reconciling)
+	if r == nil || r.Status != metav1.ConditionTrue || !r.LastTransitionTime.Time.Equal(t0) {
+		t.Fatalf("Reconciling %+v, want True since %s", r, t0)
+	}
+	if c := meta.FindStatusCondition(conds, Ready); c.Status != metav1.ConditionTrue {
+		t.Fatalf("Ready %+v while only progressing", c)
+	}
+	set.SetReadinessAndProgress(Pass(), Pass(), "Ready", "ok")
+	if meta.FindStatusCondition(conds, Reconciling) != nil {
+		t.Fatal("Reconciling stays after the work is done")
+	}
+}

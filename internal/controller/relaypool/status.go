@@ -174,14 +174,11 @@ func (r *Reconciler) report(ctx context.Context, w *world, p *plan) (ctrl.Result
 		fmt.Sprintf("all %d ready relays run configuration revision %d", len(o.ready), p.revision))
 	set.SetBool(v1alpha1.RelayPoolBouncesSigned, bouncesSigned(w), ReasonBouncesSigned,
 		fmt.Sprintf("DSNs from MAILER-DAEMON@%s are DKIM-signed with the key of %s", pool.Spec.Hostname, signingDomain(w)))
-	rv := readiness.Evaluate(o)
-	set.SetReadiness(rv, ReasonReady, fmt.Sprintf("%d relays accept mail at %s", len(o.ready), st.Endpoint))
+	rv, pv := readiness.Evaluate(o), progress.Evaluate(o)
+	set.SetReadinessAndProgress(rv, pv, ReasonReady, fmt.Sprintf("%d relays accept mail at %s", len(o.ready), st.Endpoint))
 	v := rv // what is still to happen, for the requeue below
-	if rv.State == conditions.OK {
-		if pv := progress.Evaluate(o); pv.State != conditions.OK {
-			set.Set(conditions.Reconciling, metav1.ConditionTrue, pv.Reason, pv.Message)
-			v = pv
-		}
+	if rv.State == conditions.OK && pv.State != conditions.OK {
+		v = pv
 	}
 	if conditions.Changed(pool.Status.Conditions, st.Conditions, conditions.Ready) {
 		typ := corev1.EventTypeNormal
