@@ -228,8 +228,12 @@ func (d *demo) run(ctx context.Context, dir string) error {
 	// The manager reads each relay pod's /status at its pod IP on the
 	// relay's HTTP port, as in a cluster: the relay gets a loopback address
 	// of its own, which its pod object reports.
+	ip, err := relayIP()
+	if err != nil {
+		return err
+	}
 	d.relay, err = relayhost.New(d.env.Client, pool, filepath.Join(d.dir, "relay"), relayhost.Options{
-		Relay: filepath.Join(d.root, "bin", "relay"), IP: relayIP, HTTPPort: relayconfig.HTTPPort,
+		Relay: filepath.Join(d.root, "bin", "relay"), IP: ip, HTTPPort: relayconfig.HTTPPort,
 		MXPort: d.sink.port(),
 	})
 	if err != nil {

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,12 +19,26 @@ import (
 	"github.com/emersion/go-smtp"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"mailroom.io/mailroom/internal/relayconfig"
 )
 
-// relayIP is the local relay's own loopback address: its pod object
+// relayIP picks the local relay's own loopback address: its pod object
 // reports it as the pod IP, where the manager reads the relay's /status on
-// the relay's HTTP port, as it does in a cluster.
-const relayIP = "127.0.0.2"
+// the relay's HTTP port (8080), as it does in a cluster. The first of
+// 127.0.0.2-127.0.0.254 whose port 8080 is free.
+func relayIP() (string, error) {
+	for i := 2; i < 255; i++ {
+		ip := fmt.Sprintf("127.0.0.%d", i)
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(relayconfig.HTTPPort)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return ip, nil
+	}
+	return "", fmt.Errorf("no loopback address with port %d free", relayconfig.HTTPPort)
+}
 
 // smtpLogin is what an application finds in its SMTPCredential's Secret.
 type smtpLogin struct {

@@ -200,6 +200,26 @@ func (h *Host) Start(ctx context.Context, within time.Duration) error {
 	h.mu.Lock()
 	h.cmd, h.running = relay, true
 	h.mu.Unlock()
+	// The relay listens once its queue is open; a listener it cannot bind
+	// (an address in use) ends it at once: say so rather than let the pool
+	// wait for a pod that is not there.
+	for {
+		c, err := net.DialTimeout("tcp", h.addr("http"), time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-h.exited:
+			return fmt.Errorf("relayhost: the relay exited at start-up:\n%s", h.Log())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline.Add(time.Minute)) {
+			return fmt.Errorf("relayhost: the relay does not listen on %s:\n%s", h.addr("http"), h.Log())
+		}
+	}
 
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: h.pool.Namespace, Name: relayconfig.StatefulSetName(h.pool.Name) + "-0", Labels: relaypool.SelectorLabels(h.pool)},
