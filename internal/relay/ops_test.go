@@ -33,13 +33,16 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	for e.metric(t, "mailroom_queue_fsync_duration_seconds_count") < 1 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Pebble may sync its log for more than the one commit (a new WAL).
+	if got := e.metric(t, "mailroom_queue_fsync_duration_seconds_count"); got < 1 {
+		t.Errorf("mailroom_queue_fsync_duration_seconds_count = %v, want at least 1", got)
+	}
 	for sample, want := range map[string]float64{
 		"mailroom_relay_messages_accepted_total":                       1,
 		`mailroom_relay_rejected_total{reason="sender_not_allowed"}`:   1,
 		`mailroom_relay_auth_failures_total{reason="bad_credentials"}`: 1,
 		`mailroom_relay_sessions_total{listener="submission"}`:         2,
 		"mailroom_queue_depth":                                         1,
-		"mailroom_queue_fsync_duration_seconds_count":                  1,
 		"mailroom_relay_accept_duration_seconds_count":                 1,
 	} {
 		if got := e.metric(t, sample); got != want {
