@@ -302,3 +302,17 @@ func (r *Rendered) Validate() error {
 	}
 	return nil
 }
+
+// ReadShard decodes the shard file in a shard Secret's data: what the
+// controllers read to tell whether a domain or login is in the
+// configuration.
+func ReadShard(data map[string][]byte) (config.Shard, error) {
+	var sh config.Shard
+	for i := range NumShards {
+		if b, ok := data[ShardFile(i)]; ok {
+			err := json.Unmarshal(b, &sh)
+			return sh, err
+		}
+	}
+	return sh, fmt.Errorf("no shard file")
+}

@@ -1,14 +1,12 @@
 package sendingdomain
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 
 	"mailroom.io/mailroom/api/v1alpha1"
 	"mailroom.io/mailroom/internal/controller/attachment"
 	"mailroom.io/mailroom/internal/controller/conditions"
-	"mailroom.io/mailroom/internal/relay/config"
 	"mailroom.io/mailroom/internal/relayconfig"
 )
 
@@ -40,13 +38,9 @@ func signingVerdict(in *inputs, selector string) conditions.Verdict {
 	if in.shard == nil {
 		return conditions.Wait(ReasonConfigPending, fmt.Sprintf("RelayPool %s has not rendered its relay configuration yet", name))
 	}
-	var sh config.Shard
-	for i := range relayconfig.NumShards {
-		if b, ok := in.shard.Data[relayconfig.ShardFile(i)]; ok {
-			if err := json.Unmarshal(b, &sh); err != nil {
-				return conditions.Wait(ReasonConfigPending, fmt.Sprintf("the relay configuration of RelayPool %s is unreadable: %v", name, err))
-			}
-		}
+	sh, err := relayconfig.ReadShard(in.shard.Data)
+	if err != nil {
+		return conditions.Wait(ReasonConfigPending, fmt.Sprintf("the relay configuration of RelayPool %s is unreadable: %v", name, err))
 	}
 	signs := ""
 	for _, d := range sh.Domains {

@@ -8,7 +8,6 @@ package smtpcredential
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
@@ -34,7 +33,6 @@ import (
 	"mailroom.io/mailroom/internal/controller/apply"
 	"mailroom.io/mailroom/internal/controller/attachment"
 	"mailroom.io/mailroom/internal/controller/conditions"
-	"mailroom.io/mailroom/internal/relay/config"
 	"mailroom.io/mailroom/internal/relayconfig"
 )
 
@@ -332,13 +330,9 @@ func shardHolds(shard *corev1.Secret, username string, secret *corev1.Secret) bo
 		return false
 	}
 	want := secret.Annotations[attachment.AnnotationPasswordHash]
-	var sh config.Shard
-	for k, v := range shard.Data {
-		if len(k) > 6 && k[len(k)-5:] == ".json" {
-			if err := json.Unmarshal(v, &sh); err != nil {
-				return false
-			}
-		}
+	sh, err := relayconfig.ReadShard(shard.Data)
+	if err != nil {
+		return false
 	}
 	for _, c := range sh.Credentials {
 		if c.Username == username {
