@@ -94,6 +94,13 @@ type Message struct {
 	// Handover is the Import idempotency key of a message handed over by
 	// another relay.
 	Handover string `json:"handover,omitempty"`
+	// MessageID is the message's Message-ID header field value (without
+	// angle brackets), echoed in delivery events.
+	MessageID string `json:"msgid,omitempty"`
+	// Tags and Metadata come with an HTTP API submission and are echoed
+	// back in every event of the message; they are never delivered.
+	Tags     []string          `json:"tags,omitempty"`
+	Metadata map[string]string `json:"meta,omitempty"`
 }
 
 // Attempt is one recipient's outcome of one delivery attempt.

@@ -46,6 +46,8 @@ type Config struct {
 	// Drain names pool members (pod names) that must stop taking mail and
 	// hand their queue to the other members.
 	Drain []string `json:"drain,omitempty"`
+	// Events are the delivery events and webhooks.
+	Events Events `json:"events,omitempty"`
 
 	// Digest is set by Load and Parse: sha256 over the main file and the
 	// shards (see doc.go). It identifies the configuration on /status.
@@ -101,7 +103,12 @@ const PodNameEnv = "MAILROOM_POD_NAME"
 type Listeners struct {
 	Submission  string `json:"submission,omitempty"`
 	Submissions string `json:"submissions,omitempty"`
-	HTTP        string `json:"http,omitempty"`
+	// HTTP serves /metrics, /healthz, /readyz and /status (plain HTTP).
+	HTTP string `json:"http,omitempty"`
+	// API is the HTTP send API (/v1/messages and friends), over TLS with
+	// the tls section's certificate; empty: no API (the operator renders
+	// ":9443").
+	API string `json:"api,omitempty"`
 	// Peer is the pool's internal listener (mutual TLS); default ":8443"
 	// when the peer section is set, otherwise none.
 	Peer string `json:"peer,omitempty"`
@@ -173,6 +180,36 @@ type Credential struct {
 	AllowedSenders         []string               `json:"allowedSenders"`
 	Limits                 SenderLimits           `json:"limits,omitempty"`
 	Suspended              bool                   `json:"suspended,omitempty"`
+	// APIKeyHashes authenticate the HTTP API's bearer keys, hashed like
+	// PasswordHash; a rotated-out key stays until its notAfter.
+	APIKeyHash           string                 `json:"apiKeyHash,omitempty"`
+	PreviousAPIKeyHashes []PreviousPasswordHash `json:"previousAPIKeyHashes,omitempty"`
+	// Webhook is where this credential's delivery events are posted.
+	Webhook *Webhook `json:"webhook,omitempty"`
+}
+
+// Webhook is one credential's event receiver (Standard Webhooks).
+type Webhook struct {
+	// URL is http or https; its host must be allowed by
+	// events.allowedTargets.
+	URL string `json:"url"`
+	// Secret is the signing secret in the Standard Webhooks form
+	// "whsec_<base64>"; the signature is HMAC-SHA256 under its decoded
+	// bytes.
+	Secret string `json:"secret"`
+	// Types are the event types wanted; empty: all.
+	Types []string `json:"types,omitempty"`
+}
+
+// Events configures delivery events and their webhooks.
+type Events struct {
+	// AllowedTargets are the hosts webhooks may be posted to: exact host
+	// names, ".suffix" for every name under it (".svc.cluster.local"), or
+	// CIDRs for literal addresses. Empty: names under .svc and
+	// .svc.cluster.local only.
+	AllowedTargets []string `json:"allowedTargets,omitempty"`
+	// Retention is how long an event is kept and retried; default 24h.
+	Retention *metav1.Duration `json:"retention,omitempty"`
 }
 
 // PreviousPasswordHash is a password that still works until NotAfter.
@@ -305,6 +342,7 @@ func (c *Config) SetDefaults() {
 	setStr(&c.Listeners.Submission, ":587")
 	setStr(&c.Listeners.Submissions, ":465")
 	setStr(&c.Listeners.HTTP, ":8080")
+	setDur(&c.Events.Retention, 24*time.Hour)
 	setStr(&c.Listeners.Admin, "127.0.0.1:8081")
 	setStr(&c.TLS.MinVersion, "1.2")
 
@@ -363,11 +401,11 @@ func (c *Config) Validate() error {
 	lp := p("listeners")
 	seen := map[string]string{}
 	for _, l := range []struct{ name, addr string }{{"submission", c.Listeners.Submission},
-		{"submissions", c.Listeners.Submissions}, {"http", c.Listeners.HTTP}, {"admin", c.Listeners.Admin},
-		{"peer", c.Listeners.Peer}} {
+		{"submissions", c.Listeners.Submissions}, {"http", c.Listeners.HTTP}, {"api", c.Listeners.API},
+		{"admin", c.Listeners.Admin}, {"peer", c.Listeners.Peer}} {
 		name, addr := l.name, l.addr
-		if name == "peer" && addr == "" {
-			continue // no peer section
+		if (name == "peer" || name == "api") && addr == "" {
+			continue // no peer section, or no HTTP API
 		}
 		if err := checkListenAddress(addr); err != nil {
 			errs = append(errs, field.Invalid(lp.Child(name), addr, err.Error()))
