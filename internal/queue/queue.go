@@ -843,15 +843,42 @@ func (q *Queue) SetReserve(n int64) {
 // Update durably replaces a message's metadata (recipient states, attempts,
 // next attempt, hold) and moves its index entries. The id and the stored
 // bytes cannot change.
-func (q *Queue) Update(m Message) error {
+// also are written in the same batch (delivery events).
+func (q *Queue) Update(m Message, also ...Record) error {
 	_, err := q.modify(m.ID, classState, pebble.Sync, func(old diskMessage, b *pebble.Batch) (bool, error) {
 		dm := old
 		dm.Message = m.clone()
 		// Fields fixed at submission stay as they were.
 		dm.Header, dm.Size = old.Header, old.Size
-		return true, putMessage(b, dm, &old)
+		if err := putMessage(b, dm, &old); err != nil {
+			return false, err
+		}
+		return true, putRecords(b, also)
 	})
 	return err
+}
+
+// Record is a key written in the same batch as a message's commit, update
+// or removal, so that it is durable exactly when that change is. Records
+// are made by this package's constructors (each owning a key prefix).
+type Record struct {
+	key, value []byte
+	del        bool
+}
+
+func putRecords(b *pebble.Batch, rs []Record) error {
+	for _, r := range rs {
+		var err error
+		if r.del {
+			err = b.Delete(r.key, nil)
+		} else {
+			err = b.Set(r.key, r.value, nil)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Postpone moves message id, due at was, to be due at at, unless it has
@@ -871,9 +898,15 @@ func (q *Queue) Postpone(id string, was, at time.Time) error {
 }
 
 // Remove durably forgets a finished message and frees its storage.
-func (q *Queue) Remove(id string) error {
+func (q *Queue) Remove(id string) error { return q.RemoveWith(id) }
+
+// RemoveWith is Remove with records written in the same batch.
+func (q *Queue) RemoveWith(id string, also ...Record) error {
 	dm, err := q.modify(id, classFree, pebble.Sync, func(old diskMessage, b *pebble.Batch) (bool, error) {
-		return true, deleteMessage(b, &old)
+		if err := deleteMessage(b, &old); err != nil {
+			return false, err
+		}
+		return true, putRecords(b, also)
 	})
 	if err == nil && dm.File {
 		// After the batch that forgets it; not fsynced: a body file that

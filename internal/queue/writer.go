@@ -116,7 +116,10 @@ func (w *Writer) spill() error {
 // returns nil the message survives a crash and may be acknowledged. m's ID
 // and Size are set by Commit; ReceivedAt defaults to now. On error nothing
 // of the message remains.
-func (w *Writer) Commit(m Message) error {
+//
+// also are written in the same batch, so they become durable exactly when
+// the message does (an API idempotency answer, the queued event).
+func (w *Writer) Commit(m Message, also ...Record) error {
 	if w.done {
 		return fmt.Errorf("queue: writer already finished")
 	}
@@ -172,6 +175,10 @@ func (w *Writer) Commit(m Message) error {
 			w.cleanup()
 			return err
 		}
+	}
+	if err := putRecords(b, also); err != nil {
+		w.cleanup()
+		return err
 	}
 	w.buf = bytes.Buffer{}
 	if err := q.commit(b, w.class, 0); err != nil {
