@@ -35,8 +35,9 @@ const (
 	// operator never replaces a key for any other reason.
 	AnnotationRotateDKIM = "mailroom.io/rotate-dkim"
 
-	// AnnotationRotatePassword asks for a new SMTPCredential password: set
-	// it to any value that differs from the one last acted on. The previous
-	// password keeps working for spec.passwordRotation.gracePeriod.
+	// AnnotationRotatePassword asks for a new SMTPCredential password and
+	// HTTP API key: set it to any value that differs from the one last
+	// acted on. The previous password and key keep working for
+	// spec.passwordRotation.gracePeriod.
 	AnnotationRotatePassword = "mailroom.io/rotate-password"
 )

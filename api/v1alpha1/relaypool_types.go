@@ -43,6 +43,7 @@ const (
 )
 
 // RelayPoolSpec declares a fleet of relay pods.
+// +kubebuilder:validation:XValidation:rule="!has(self.api) || !has(self.api.port) || !has(self.submission) || ((!has(self.submission.starttlsPort) || self.api.port != self.submission.starttlsPort) && (!has(self.submission.implicitTLSPort) || self.api.port != self.submission.implicitTLSPort))",fieldPath=".api.port",message="api.port (443 unless set) must differ from submission.starttlsPort and submission.implicitTLSPort: the pool's Service needs a port each for SMTP and the HTTP API; change one of them"
 type RelayPoolSpec struct {
 	// replicas is the number of relay pods, an integer such as 2 (not
 	// quoted), 0 or more. Each pod owns its own queue volume. 0 stops the
@@ -125,6 +126,49 @@ type RelayPoolSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitempty"`
+
+	// api configures the HTTP send API (/v1/messages) the relays serve over
+	// TLS beside SMTP, with the submission certificate.
+	// +optional
+	// +kubebuilder:default={}
+	API APISpec `json:"api,omitempty"`
+
+	// events configures the delivery events the relays post to the
+	// webhooks SMTPCredentials name.
+	// +optional
+	// +kubebuilder:default={}
+	Events PoolEventsSpec `json:"events,omitempty"`
+}
+
+// APISpec configures the pool's HTTP send API.
+type APISpec struct {
+	// enabled serves the HTTP API and exposes it on the pool's Service.
+	// +optional
+	// +kubebuilder:default=true
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// port of the API on the pool's Service, an integer such as 443. It
+	// must differ from the submission ports.
+	// +optional
+	// +kubebuilder:default=443
+	// +kubebuilder:validation:XValidation:rule="self >= 1 && self <= 65535",message="api.port must be a port between 1 and 65535"
+	Port int32 `json:"port,omitempty"`
+}
+
+// PoolEventsSpec limits where the pool's relays post events.
+type PoolEventsSpec struct {
+	// allowedTargets are the webhook hosts the relays may call: an exact
+	// host name ("hooks.example.com"), ".suffix" for every name under it
+	// (".shop.svc"), an IP address, or a CIDR ("10.20.0.0/16") for URLs
+	// with a literal address. A credential whose webhook host is not
+	// allowed is not Ready and gets no events. Empty: in-cluster Service
+	// names only (".svc" and ".svc.cluster.local").
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=254
+	// +kubebuilder:validation:items:XValidation:rule="isIP(self) || isCIDR(self) || self.matches('^[.]?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')",message="events.allowedTargets entries must be host names (hooks.example.com), .suffixes (.shop.svc), IP addresses or CIDRs (10.20.0.0/16)",messageExpression="self.startsWith('*') ? 'events.allowedTargets entries are not patterns: write .' + self.substring(self.startsWith('*.') ? 2 : 1) + ' for every name under ' + self.substring(self.startsWith('*.') ? 2 : 1) : self.contains('://') || self.contains('/') ? 'events.allowedTargets entries are hosts, not URLs or paths: write the host name, e.g. hooks.example.com, or a CIDR such as 10.20.0.0/16' : self.endsWith('.') ? 'events.allowedTargets entries are written without a trailing dot, e.g. hooks.example.com' : self.matches('[A-Z]') ? 'events.allowedTargets entries must be lowercase, e.g. hooks.example.com' : 'events.allowedTargets entries must be host names (hooks.example.com), .suffixes (.shop.svc), IP addresses or CIDRs (10.20.0.0/16)'"
+	AllowedTargets []string `json:"allowedTargets,omitempty"`
 }
 
 // ExternalServiceSpec is the pool's Service for clients outside the cluster.

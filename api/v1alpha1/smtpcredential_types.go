@@ -27,7 +27,9 @@ type SMTPCredentialSpec struct {
 	AllowedSenders []string `json:"allowedSenders"`
 
 	// secretName is the Secret written in this namespace with the keys
-	// host, port, username, password and url. Empty: "<name>-smtp".
+	// host, port, username, password and url, api-key and api-url for the
+	// HTTP API, and webhook-secret when events.webhook is set. Empty:
+	// "<name>-smtp".
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:XValidation:rule="self == '' || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="secretName must be a Secret name: lowercase letters, digits, '-' and '.', e.g. shop-smtp"
@@ -46,12 +48,85 @@ type SMTPCredentialSpec struct {
 	// +kubebuilder:default=false
 	Suspended bool `json:"suspended,omitempty"`
 
-	// passwordRotation configures password changes, which are requested by
-	// setting the annotation mailroom.io/rotate-password to a new value.
+	// passwordRotation configures password (and API key) changes, which
+	// are requested by setting the annotation mailroom.io/rotate-password
+	// to a new value.
 	// +optional
 	// +kubebuilder:default={}
 	PasswordRotation PasswordRotation `json:"passwordRotation,omitempty"`
+
+	// events configures delivery events for the mail this login sends.
+	// +optional
+	Events *CredentialEvents `json:"events,omitempty"`
 }
+
+// CredentialEvents configures where a login's delivery events go.
+type CredentialEvents struct {
+	// webhook receives this login's delivery events, signed as Standard
+	// Webhooks describes. Its host must be allowed by the pool's
+	// spec.events.allowedTargets.
+	// +optional
+	Webhook *Webhook `json:"webhook,omitempty"`
+}
+
+// Webhook is an HTTP endpoint the relays POST delivery events to.
+type Webhook struct {
+	// url the events are posted to: http or https, such as
+	// "http://mail-events.shop.svc:8080/hooks/mail". Its host must be
+	// allowed by the pool's spec.events.allowedTargets (by default
+	// in-cluster Service names only).
+	// +required
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != '' && !self.matches('^[a-zA-Z]+://[^/?#]*@')",message="events.webhook.url must be an http or https URL with a host, such as http://mail-events.shop.svc:8080/hooks/mail",messageExpression="!isURL(self) || url(self).getHostname() == '' ? 'events.webhook.url must be an absolute http or https URL with a host, such as http://mail-events.shop.svc:8080/hooks/mail' : !(url(self).getScheme() in ['http', 'https']) ? 'events.webhook.url must use the scheme http or https, e.g. https://mail-events.shop.svc/hooks/mail' : 'events.webhook.url must not carry a user name or password: the relays sign every event with the webhook secret; remove the part before @'"
+	URL string `json:"url"`
+
+	// secretRef names the Secret (in this namespace) holding the signing
+	// secret, in the Standard Webhooks form "whsec_" followed by the
+	// base64 of 24 to 64 random bytes. Omitted: the operator generates one
+	// and writes it into this credential's Secret as webhook-secret. Either
+	// way the credential's Secret carries the secret in effect as
+	// webhook-secret, for the receiving application to verify with.
+	// +optional
+	SecretRef *WebhookSecretReference `json:"secretRef,omitempty"`
+
+	// types are the event types wanted: queued, delivered, deferred,
+	// bounced, suppressed, expired, dsn_sent. Empty: all of them.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=7
+	Types []EventType `json:"types,omitempty"`
+}
+
+// WebhookSecretReference names a key of a Secret in the credential's
+// namespace.
+type WebhookSecretReference struct {
+	// name of the Secret, such as "shop-webhook".
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="events.webhook.secretRef.name must be a Secret name: lowercase letters, digits, '-' and '.', e.g. shop-webhook"
+	Name string `json:"name"`
+
+	// key in the Secret holding the signing secret.
+	// +optional
+	// +kubebuilder:default=secret
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[-._a-zA-Z0-9]+$')",message="events.webhook.secretRef.key must be a Secret key: letters, digits, '-', '_' and '.', e.g. secret"
+	Key string `json:"key,omitempty"`
+}
+
+// EventType is a kind of delivery event.
+// +kubebuilder:validation:Enum=queued;delivered;deferred;bounced;suppressed;expired;dsn_sent
+type EventType string
+
+const (
+	EventQueued     EventType = "queued"
+	EventDelivered  EventType = "delivered"
+	EventDeferred   EventType = "deferred"
+	EventBounced    EventType = "bounced"
+	EventSuppressed EventType = "suppressed"
+	EventExpired    EventType = "expired"
+	EventDSNSent    EventType = "dsn_sent"
+)
 
 // PasswordRotation configures how a password is replaced.
 type PasswordRotation struct {
@@ -108,8 +183,8 @@ type SMTPCredentialStatus struct {
 	// +optional
 	PasswordRotatedAt *metav1.Time `json:"passwordRotatedAt,omitempty"`
 
-	// previousPasswordExpires is when the password replaced by the last
-	// rotation stops working; empty when no previous password works.
+	// previousPasswordExpires is when the password (and API key) replaced
+	// by the last rotation stops working; empty when no previous one works.
 	// +optional
 	PreviousPasswordExpires *metav1.Time `json:"previousPasswordExpires,omitempty"`
 

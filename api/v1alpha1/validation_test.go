@@ -97,6 +97,9 @@ func TestSamplesAreAcceptedAndDefaulted(t *testing.T) {
 		expect(t, "delivery.retry.maxAge", s.Delivery.Retry.MaxAge.Duration.String(), "120h0m0s")
 		expect(t, "delivery.retry.delayWarningAfter", s.Delivery.Retry.DelayWarningAfter.Duration.String(), "4h0m0s")
 		expect(t, "allowedNamespaces.from", s.AllowedNamespaces.From, v1.NamespacesFromAll)
+		expect(t, "api.enabled", *s.API.Enabled, true)
+		expect(t, "api.port", s.API.Port, int32(443))
+		expect(t, "events.allowedTargets", len(s.Events.AllowedTargets), 0)
 	})
 	t.Run("SendingDomain", func(t *testing.T) {
 		var d v1.SendingDomain
