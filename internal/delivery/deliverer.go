@@ -343,8 +343,9 @@ func (d *Deliverer) Deliver(ctx context.Context, msg Message, rcpts []Recipient)
 	}
 	wg.Wait()
 
-	for i, res := range results {
-		d.record(msg, rcpts[i], res)
+	for i := range results {
+		results[i].Class = ClassOf(results[i])
+		d.record(msg, rcpts[i], results[i])
 	}
 	return results
 }

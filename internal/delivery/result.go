@@ -3,13 +3,13 @@ package delivery
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
+	"mailroom.io/mailroom/internal/bounce"
 	"mailroom.io/mailroom/internal/dsn"
 )
 
@@ -141,6 +141,9 @@ type Result struct {
 	// SuppressionCandidate is set for permanent "no such user" class
 	// refusals: the address should go on the suppression list.
 	SuppressionCandidate bool
+	// Class is the failure's bounce class (see ClassOf); zero when
+	// delivered. Deliver sets it on every result.
+	Class bounce.Class
 	// NotBefore is set with ReasonHostDown: no server was tried because
 	// all failed recently, and none will be tried again before this time.
 	// Such a result is not an attempt; the scheduler retries then.
@@ -178,6 +181,7 @@ func (r Result) DSNRecipient(originalRecipient string, attempt, willRetryUntil t
 		SMTPReply:         r.Reply.String(),
 		Detail:            r.Detail,
 		LastAttemptDate:   attempt,
+		Class:             r.Class,
 	}
 	if action == dsn.Delayed {
 		d.WillRetryUntil = willRetryUntil
@@ -214,22 +218,52 @@ func statusCode(st Status, enhanced string) string {
 	return class + ".0.0"
 }
 
-// unknownUserText matches the wording servers without enhanced status
-// codes use for a mailbox that does not exist.
-var unknownUserText = regexp.MustCompile(`(?i)(no such (user|mailbox|recipient)|user unknown|unknown (user|recipient|mailbox)|mailbox (not found|does not exist|doesn't exist|unavailable: no such)|recipient (not found|does not exist)|address (not found|does not exist)|invalid recipient)`)
+// ClassOf classifies r's failure. Failures the relay finds itself keep
+// the kind their reason implies (a suppressed address is an invalid
+// recipient, a null MX or missing domain a domain problem, a TLS or
+// MTA-STS failure a TLS problem), even when a server's reply came with
+// them; otherwise the server's reply decides, and without one the
+// enhanced code. The class is permanent when the recipient
+// failed (Status Failed): a 5xx greeting that only made the relay try the
+// next host is not.
+func ClassOf(r Result) bounce.Class {
+	if r.Status == Delivered || r.Status == 0 {
+		return bounce.Class{}
+	}
+	c := bounce.Class{Kind: bounce.Other, Permanent: r.Status == Failed}
+	switch r.Reason {
+	case ReasonSuppressed:
+		c.Kind = bounce.InvalidRecipient
+	case ReasonNoRoute, ReasonNullMX, ReasonDNS:
+		c.Kind = bounce.Domain
+		if r.Code == "5.1.3" { // the address itself is malformed
+			c.Kind = bounce.InvalidRecipient
+		}
+	case ReasonTLS, ReasonMTASTS:
+		c.Kind = bounce.TLS
+	default:
+		if r.Reply.Code != 0 {
+			c.Kind = bounce.Classify(r.Reply.Code, r.Reply.Enhanced, r.Reply.Text).Kind
+		} else if k := bounce.Classify(0, r.Code, "").Kind; k != bounce.None {
+			// The detail is the relay's own wording, not a server's: only
+			// the code counts.
+			c.Kind = k
+		}
+	}
+	return c
+}
 
 // IsUnknownUser reports whether a permanent RCPT refusal says the mailbox
-// does not exist: enhanced code 5.1.x (bad destination address), except
-// 5.1.7 and 5.1.8, which are about the sender; or, without an enhanced
-// code, the usual wording.
+// does not exist: its bounce class is a hard invalid_recipient. Without an
+// enhanced code only 550, 551 and 553 count: a bare 554 is "transaction
+// failed", which servers also send for refusals whose text only looks
+// like a missing user.
 func IsUnknownUser(r Reply) bool {
-	if r.Code/100 != 5 {
+	c := bounce.Classify(r.Code, r.Enhanced, r.Text)
+	if c.Kind != bounce.InvalidRecipient || !c.Hard() {
 		return false
 	}
-	if r.Enhanced != "" {
-		return strings.HasPrefix(r.Enhanced, "5.1.") && r.Enhanced != "5.1.7" && r.Enhanced != "5.1.8"
-	}
-	return (r.Code == 550 || r.Code == 551 || r.Code == 553) && unknownUserText.MatchString(r.Text)
+	return r.Enhanced != "" || r.Code == 550 || r.Code == 551 || r.Code == 553
 }
 
 // parseReply reads back a reply rendered by Reply.String (the host-down

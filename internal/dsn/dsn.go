@@ -42,6 +42,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"mailroom.io/mailroom/internal/bounce"
 )
 
 // Action is a recipient's outcome (RFC 3464 §2.3.3).
@@ -82,6 +84,9 @@ type Recipient struct {
 	LastAttemptDate time.Time
 	// WillRetryUntil is when the relay gives up; for Delayed reports.
 	WillRetryUntil time.Time
+	// Class is the failure's bounce class; a failed recipient's entry in
+	// the human-readable part says its sentence. Zero: not said.
+	Class bounce.Class
 }
 
 // Report is everything a notification says.
@@ -439,6 +444,11 @@ func humanReadable(r Report) string {
 func describe(line func(string, ...any), rcs []Recipient) {
 	for _, rc := range rcs {
 		line("<%s>: %s (%s)", clean(rc.FinalRecipient), rc.Action, rc.Status)
+		if s := rc.Class.Sentence(); s != "" && rc.Action == Failed {
+			for _, w := range wrap(s, 72) {
+				line("    %s", w)
+			}
+		}
 		switch {
 		case rc.SMTPReply != "" && rc.RemoteMTA != "":
 			line("    %s said:", clean(rc.RemoteMTA))

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"mailroom.io/mailroom/internal/bounce"
 	"mailroom.io/mailroom/internal/dsn"
 )
 
@@ -395,5 +396,39 @@ func TestOriginalHeaderStopsAtTheBody(t *testing.T) {
 	h, _ = dsn.OriginalHeader(strings.NewReader("Subject: x\r\nFrom: y"), 1000)
 	if string(h) != "Subject: x\r\nFrom: y" {
 		t.Errorf("header-only message = %q", h)
+	}
+}
+
+func TestHumanReadablePartSaysEachFailedRecipientsBounceClass(t *testing.T) {
+	r := failureReport()
+	r.Recipients[0].Class = bounce.Class{Kind: bounce.InvalidRecipient, Permanent: true}
+	r.Recipients[1].Class = bounce.Class{Kind: bounce.Domain, Permanent: true}
+	delayed := dsn.Recipient{FinalRecipient: "carol@example.net", Action: dsn.Delayed, Status: "4.2.2",
+		SMTPReply: "452 4.2.2 Mailbox full", LastAttemptDate: tried, WillRetryUntil: tried.Add(time.Hour),
+		Class: bounce.Class{Kind: bounce.MailboxFull}}
+	r.Recipients = append(r.Recipients, delayed)
+	_, p := build(t, r)
+	text := strings.Join(strings.Fields(p.Text), " ") // the sentences are wrapped
+	for _, want := range []string{
+		"<alice@example.net>: failed (5.1.1) The recipient's mailbox does not exist (invalid recipient).",
+		"<bob@example.org>: failed (5.1.10) The recipient's domain does not exist",
+		"550-5.1.1 The email account that you tried to reach does not exist.",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text lacks %q:\n%s", want, p.Text)
+		}
+	}
+	// A delay is not a failure: no class sentence for it.
+	if strings.Contains(text, "(mailbox full)") {
+		t.Errorf("delayed recipient got a class sentence:\n%s", p.Text)
+	}
+}
+
+func TestHumanReadablePartWithoutClassIsUnchanged(t *testing.T) {
+	_, p := build(t, failureReport())
+	for _, k := range bounce.Kinds() {
+		if s := (bounce.Class{Kind: k, Permanent: true}).Sentence(); strings.Contains(p.Text, s[:20]) {
+			t.Errorf("unclassified report says %q", s)
+		}
 	}
 }
