@@ -60,6 +60,8 @@
 //	s/<address>                   suppression list entries (package delivery's JSON)
 //	i/<origin key>                Import idempotency: JSON {id, at}; kept 30 days
 //	q/<id>                        quarantined messages: JSON Quarantined
+//	e/<next attempt>/<event id>   pending delivery events for a webhook (package events' JSON), due like d/
+//	v/<time>/<event id>           recent delivery events for listing, pruned after events.retention
 //	c/messages, c/held, c/quarantined   merge counters (little-endian int64 sums)
 //
 // Files:
