@@ -31,6 +31,9 @@ const (
 
 	HTTPPort = 8080
 	PeerPort = 8443
+	// APIPort is the relay's HTTP API listener (TLS); the pool's Service
+	// maps spec.api.port to it.
+	APIPort = 9443
 
 	// NumShards is the fixed number of shard Secrets of a pool.
 	NumShards = 16
@@ -61,6 +64,21 @@ type Credential struct {
 	AllowedSenders []string
 	Limits         v1alpha1.CredentialLimits
 	Suspended      bool
+	// APIKeyHash and PreviousAPIKeys authenticate the HTTP API as
+	// PasswordHash and Previous do SMTP AUTH.
+	APIKeyHash      string
+	PreviousAPIKeys []PreviousPassword
+	// Webhook receives the credential's events; nil for none.
+	Webhook *Webhook
+}
+
+// Webhook is a credential's event receiver, already checked against the
+// pool's allowed targets.
+type Webhook struct {
+	URL    string
+	Secret string
+	// Types wanted; empty means all.
+	Types []string
 }
 
 // Input is everything the configuration depends on.
@@ -143,10 +161,14 @@ func Render(in Input) (*Rendered, error) {
 				RecipientsPerMessage: int(c.Limits.RecipientsPerMessage),
 			},
 		}
-		for _, p := range c.Previous {
-			cc.PreviousPasswordHashes = append(cc.PreviousPasswordHashes, config.PreviousPasswordHash{
-				Hash: p.Hash, NotAfter: metav1.NewTime(p.NotAfter.UTC().Truncate(time.Second)),
-			})
+		cc.PreviousPasswordHashes = previousHashes(c.Previous)
+		cc.APIKeyHash = c.APIKeyHash
+		cc.PreviousAPIKeyHashes = previousHashes(c.PreviousAPIKeys)
+		if w := c.Webhook; w != nil {
+			cc.Webhook = &config.Webhook{URL: w.URL, Secret: w.Secret}
+			if len(w.Types) > 0 {
+				cc.Webhook.Types = slices.Sorted(slices.Values(w.Types))
+			}
 		}
 		shards[i].Credentials = append(shards[i].Credentials, cc)
 	}
@@ -175,6 +197,14 @@ func Render(in Input) (*Rendered, error) {
 		out.Main[SmarthostKey] = in.SmarthostLogin
 	}
 	return out, nil
+}
+
+func previousHashes(prev []PreviousPassword) []config.PreviousPasswordHash {
+	var out []config.PreviousPasswordHash
+	for _, p := range prev {
+		out = append(out, config.PreviousPasswordHash{Hash: p.Hash, NotAfter: metav1.NewTime(p.NotAfter.UTC().Truncate(time.Second))})
+	}
+	return out
 }
 
 // perPod splits a pool-wide per-credential limit across the replicas,
@@ -243,6 +273,10 @@ func mainConfig(in Input) (config.Config, error) {
 		}
 		c.Limits.MaxMessageSize = &q
 	}
+	if APIEnabled(p) {
+		c.Listeners.API = fmt.Sprintf(":%d", APIPort)
+	}
+	c.Events.AllowedTargets = slices.Clone(s.Events.AllowedTargets)
 	if s.ProxyProtocol != nil {
 		c.ProxyProtocol = &config.ProxyProtocol{TrustedCIDRs: slices.Clone(s.ProxyProtocol.TrustedCIDRs)}
 	}
@@ -273,6 +307,25 @@ func HeadlessServiceName(pool string) string { return pool + "-relay-headless" }
 // Endpoint is the host name applications use as SMTP host.
 func Endpoint(pool *v1alpha1.RelayPool) string {
 	return ServiceName(pool.Name) + "." + pool.Namespace + ".svc.cluster.local"
+}
+
+// APIEnabled reports whether the pool serves the HTTP API.
+func APIEnabled(pool *v1alpha1.RelayPool) bool {
+	return pool.Spec.API.Enabled == nil || *pool.Spec.API.Enabled
+}
+
+// APIServicePort is the HTTP API's port on the pool's Service.
+func APIServicePort(pool *v1alpha1.RelayPool) int32 {
+	if p := pool.Spec.API.Port; p != 0 {
+		return p
+	}
+	return 443
+}
+
+// APIURL is the base URL applications call the HTTP API at. The
+// operator-issued certificate names <service>.<namespace>.svc.
+func APIURL(pool *v1alpha1.RelayPool) string {
+	return fmt.Sprintf("https://%s.%s.svc:%d", ServiceName(pool.Name), pool.Namespace, APIServicePort(pool))
 }
 
 // ShutdownBudget is how long a relay pod needs to stop cleanly with this

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 
 	"mailroom.io/mailroom/api/v1alpha1"
 	"mailroom.io/mailroom/internal/dkim"
@@ -173,5 +174,72 @@ func TestMainFileCarriesRevisionPeersAndDrain(t *testing.T) {
 		if !strings.Contains(s, want) {
 			t.Errorf("main file lacks %q:\n%s", want, s)
 		}
+	}
+}
+
+// The HTTP API and webhooks as the relay reads them: the main file's
+// listener and allowed targets, the shard's key hashes and webhook.
+func TestAPIAndWebhookRendering(t *testing.T) {
+	in := world(1, 1)
+	in.Pool.Spec.Events.AllowedTargets = []string{".shop.svc", "10.20.0.0/16"}
+	c := &in.Credentials[0]
+	c.APIKeyHash = hash
+	notAfter := time.Date(2026, 12, 3, 10, 0, 0, 500, time.UTC)
+	c.PreviousAPIKeys = []PreviousPassword{{Hash: hash, NotAfter: notAfter}}
+	c.Webhook = &Webhook{URL: "http://hooks.shop.svc/mail", Secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=", Types: []string{"delivered", "bounced"}}
+	r, main := render(t, in, 3)
+
+	var cfg struct {
+		Listeners struct{ API string }
+		Events    struct{ AllowedTargets []string }
+	}
+	if err := yaml.Unmarshal(main[MainFile], &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listeners.API != ":9443" {
+		t.Errorf("listeners.api = %q, want :9443", cfg.Listeners.API)
+	}
+	if got := strings.Join(cfg.Events.AllowedTargets, ","); got != ".shop.svc,10.20.0.0/16" {
+		t.Errorf("events.allowedTargets = %s", got)
+	}
+	sh, err := ReadShard(r.Shards[ShardOf(c.Username)])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := sh.Credentials[0]
+	if got.APIKeyHash != hash {
+		t.Errorf("apiKeyHash = %q", got.APIKeyHash)
+	}
+	if len(got.PreviousAPIKeyHashes) != 1 || !got.PreviousAPIKeyHashes[0].NotAfter.Time.Equal(notAfter.Truncate(time.Second)) {
+		t.Errorf("previousAPIKeyHashes = %+v", got.PreviousAPIKeyHashes)
+	}
+	w := got.Webhook
+	if w == nil || w.URL != c.Webhook.URL || w.Secret != c.Webhook.Secret || strings.Join(w.Types, ",") != "bounced,delivered" {
+		t.Errorf("webhook = %+v, want %+v with sorted types", w, c.Webhook)
+	}
+	if err := r.Validate(); err != nil {
+		t.Errorf("the relay refuses it: %v", err)
+	}
+
+	in.Pool.Spec.API.Enabled = ptr.To(false)
+	in.Pool.Spec.Events.AllowedTargets = nil
+	_, main = render(t, in, 3)
+	cfg.Listeners.API, cfg.Events.AllowedTargets = "", nil
+	if err := yaml.Unmarshal(main[MainFile], &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listeners.API != "" || cfg.Events.AllowedTargets != nil {
+		t.Errorf("api.enabled=false and no targets render listener %q, targets %v", cfg.Listeners.API, cfg.Events.AllowedTargets)
+	}
+}
+
+func TestAPIURL(t *testing.T) {
+	p := testPool()
+	if got := APIURL(p); got != "https://transactional-relay.mail.svc:443" {
+		t.Errorf("default APIURL = %s", got)
+	}
+	p.Spec.API.Port = 8443
+	if got := APIURL(p); got != "https://transactional-relay.mail.svc:8443" {
+		t.Errorf("APIURL on 8443 = %s", got)
 	}
 }

@@ -145,6 +145,12 @@ const (
 	// AnnotationPreviousPasswords on a credential Secret lists rotated-out
 	// password hashes that keep working until their notAfter (JSON).
 	AnnotationPreviousPasswords = "mailroom.io/previous-passwords"
+	// AnnotationAPIKeyHash on a credential Secret is the hash of its HTTP
+	// API key (data key api-key), hashed like the password.
+	AnnotationAPIKeyHash = "mailroom.io/api-key-hash"
+	// AnnotationPreviousAPIKeys lists rotated-out API key hashes, in the
+	// form of AnnotationPreviousPasswords.
+	AnnotationPreviousAPIKeys = "mailroom.io/previous-api-keys"
 	// AnnotationConfigRevision on a pool's config Secret is the revision
 	// at which its data last changed.
 	AnnotationConfigRevision = "mailroom.io/config-revision"
@@ -154,7 +160,19 @@ const (
 	ManagedBy      = "mailroom"
 )
 
-// PreviousPassword is a rotated-out password hash.
+// Data keys of a credential Secret that the RelayPool controller reads
+// besides the password's hash.
+const (
+	// KeyAPIKey is the HTTP API key (internal/apikey format).
+	KeyAPIKey = "api-key"
+	// KeyAPIURL is the HTTP API's base URL on the pool's Service.
+	KeyAPIURL = "api-url"
+	// KeyWebhookSecret is the webhook signing secret in effect, generated
+	// or copied from spec.events.webhook.secretRef.
+	KeyWebhookSecret = "webhook-secret"
+)
+
+// PreviousPassword is a rotated-out password (or API key) hash.
 type PreviousPassword struct {
 	Hash     string      `json:"hash"`
 	NotAfter metav1.Time `json:"notAfter"`

@@ -133,19 +133,54 @@ func (r *Reconciler) gatherCredentials(ctx context.Context, w *world, key string
 		rc := relayconfig.Credential{
 			Username: attachment.Username(c), PasswordHash: hash,
 			AllowedSenders: c.Spec.AllowedSenders, Limits: c.Spec.Limits, Suspended: c.Spec.Suspended,
+			APIKeyHash: s.Annotations[attachment.AnnotationAPIKeyHash],
+			Webhook:    webhook(w.pool, c, &s),
 		}
-		for _, p := range attachment.ParsePrevious(s.Annotations[attachment.AnnotationPreviousPasswords]) {
-			if !w.now.Before(p.NotAfter.Time) {
-				continue
-			}
-			rc.Previous = append(rc.Previous, relayconfig.PreviousPassword{Hash: p.Hash, NotAfter: p.NotAfter.Time})
-			if w.nextExpiry.IsZero() || p.NotAfter.Time.Before(w.nextExpiry) {
-				w.nextExpiry = p.NotAfter.Time
-			}
-		}
+		rc.Previous = w.live(s.Annotations[attachment.AnnotationPreviousPasswords])
+		rc.PreviousAPIKeys = w.live(s.Annotations[attachment.AnnotationPreviousAPIKeys])
 		w.credentials = append(w.credentials, rc)
 	}
 	return nil
+}
+
+// live returns the previous hashes of an annotation that still work, and
+// notes the first expiry (the configuration changes then).
+func (w *world) live(annotation string) []relayconfig.PreviousPassword {
+	var out []relayconfig.PreviousPassword
+	for _, p := range attachment.ParsePrevious(annotation) {
+		if !w.now.Before(p.NotAfter.Time) {
+			continue
+		}
+		out = append(out, relayconfig.PreviousPassword{Hash: p.Hash, NotAfter: p.NotAfter.Time})
+		if w.nextExpiry.IsZero() || p.NotAfter.Time.Before(w.nextExpiry) {
+			w.nextExpiry = p.NotAfter.Time
+		}
+	}
+	return out
+}
+
+// webhook is a credential's webhook as the relays get it, or nil while it
+// cannot work: a host the pool does not allow, or no valid signing secret
+// in the credential's Secret yet (the credential's status says which).
+// The login itself is rendered either way.
+func webhook(pool *v1alpha1.RelayPool, c *v1alpha1.SMTPCredential, s *corev1.Secret) *relayconfig.Webhook {
+	if c.Spec.Events == nil || c.Spec.Events.Webhook == nil {
+		return nil
+	}
+	wh := c.Spec.Events.Webhook
+	host, err := attachment.WebhookHost(wh.URL)
+	if err != nil || !attachment.TargetAllowed(attachment.Targets(pool), host) {
+		return nil
+	}
+	secret := string(s.Data[attachment.KeyWebhookSecret])
+	if attachment.CheckWebhookSecret(secret) != nil {
+		return nil
+	}
+	out := &relayconfig.Webhook{URL: wh.URL, Secret: secret}
+	for _, t := range wh.Types {
+		out.Types = append(out.Types, string(t))
+	}
+	return out
 }
 
 func (r *Reconciler) gatherSmarthost(ctx context.Context, w *world) error {

@@ -113,6 +113,9 @@ func StatefulSet(pool *v1alpha1.RelayPool, image string, replicas int32, grace i
 		{Name: "submissions", ContainerPort: s.Submission.ImplicitTLSPort},
 		{Name: "http", ContainerPort: relayconfig.HTTPPort},
 		{Name: "peer", ContainerPort: relayconfig.PeerPort},
+		// Listed whether or not spec.api is enabled: turning the API on or
+		// off changes the config and the Service, never rolls the pods.
+		{Name: "api", ContainerPort: relayconfig.APIPort},
 	}
 	for i := range ports {
 		ports[i].Protocol = corev1.ProtocolTCP
@@ -241,6 +244,13 @@ func Services(pool *v1alpha1.RelayPool) []*corev1.Service {
 			Ports:    smtpPorts(pool),
 		},
 	}
+	// The HTTP API is on the in-cluster Service only; the external one
+	// keeps exposing SMTP alone.
+	if relayconfig.APIEnabled(pool) {
+		app.Spec.Ports = append(app.Spec.Ports, corev1.ServicePort{
+			Name: "api", Port: relayconfig.APIServicePort(pool), TargetPort: intstr.FromString("api"), Protocol: corev1.ProtocolTCP,
+		})
+	}
 	headless := &corev1.Service{
 		ObjectMeta: objMeta(pool, relayconfig.HeadlessServiceName(pool.Name)),
 		Spec: corev1.ServiceSpec{
@@ -296,9 +306,15 @@ func PodDisruptionBudget(pool *v1alpha1.RelayPool, replicas int32) *policyv1.Pod
 var ManagerPodLabels = map[string]string{LabelName: "mailroom", LabelComponent: "manager"}
 
 // NetworkPolicy admits SMTP from the namespaces the pool admits (and from
-// anywhere when an external Service exposes it), the HTTP port from the
-// operator and metricsFrom, and the peer port from the pool's own pods.
-// nil when disabled.
+// anywhere when an external Service exposes it), the HTTP API from the
+// namespaces the pool admits, the HTTP port from the operator and
+// metricsFrom, and the peer port from the pool's own pods. nil when
+// disabled.
+//
+// It restricts ingress only. Egress stays open, because the relays reach
+// MX hosts on port 25 anywhere and webhook targets (Services in any
+// namespace, on any port): which webhooks they may call is decided by
+// spec.events.allowedTargets, which the relays enforce themselves.
 func NetworkPolicy(pool *v1alpha1.RelayPool) *networkingv1.NetworkPolicy {
 	np := pool.Spec.NetworkPolicy
 	if np.Enabled != nil && !*np.Enabled {
@@ -336,12 +352,21 @@ func NetworkPolicy(pool *v1alpha1.RelayPool) *networkingv1.NetworkPolicy {
 		}
 	}
 	s := pool.Spec.Submission
+	var apiRule []networkingv1.NetworkPolicyIngressRule
+	if relayconfig.APIEnabled(pool) {
+		// The API's clients are the apps that use SMTP, without the
+		// external Service's ranges (the API is not exposed there).
+		apiRule = append(apiRule, networkingv1.NetworkPolicyIngressRule{
+			From:  slices.DeleteFunc(slices.Clone(smtpFrom), func(p networkingv1.NetworkPolicyPeer) bool { return p.IPBlock != nil }),
+			Ports: []networkingv1.NetworkPolicyPort{port(relayconfig.APIPort)},
+		})
+	}
 	return &networkingv1.NetworkPolicy{
 		ObjectMeta: objMeta(pool, relayconfig.StatefulSetName(pool.Name)),
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{MatchLabels: SelectorLabels(pool)},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{
+			Ingress: append([]networkingv1.NetworkPolicyIngressRule{
 				{From: smtpFrom, Ports: []networkingv1.NetworkPolicyPort{port(s.StartTLSPort), port(s.ImplicitTLSPort)}},
 				{From: []networkingv1.NetworkPolicyPeer{
 					{NamespaceSelector: &metav1.LabelSelector{}, PodSelector: &metav1.LabelSelector{MatchLabels: ManagerPodLabels}},
@@ -349,7 +374,7 @@ func NetworkPolicy(pool *v1alpha1.RelayPool) *networkingv1.NetworkPolicy {
 				}, Ports: []networkingv1.NetworkPolicyPort{port(relayconfig.HTTPPort)}},
 				{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: SelectorLabels(pool)}}},
 					Ports: []networkingv1.NetworkPolicyPort{port(relayconfig.PeerPort)}},
-			},
+			}, apiRule...),
 		},
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -81,4 +82,73 @@ func TestPodShapeDoesNotDependOnTheConfiguration(t *testing.T) {
 
 func equalTemplates(a, b corev1.PodTemplateSpec) bool {
 	return a.String() == b.String()
+}
+
+func TestHTTPAPIOnTheAppServiceAndPolicy(t *testing.T) {
+	p := pool()
+	p.Spec.AllowedNamespaces.From = v1alpha1.NamespacesFromSelector
+	p.Spec.AllowedNamespaces.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"team": "apps"}}
+	p.Spec.Service = &v1alpha1.ExternalServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerSourceRanges: []string{"198.51.100.0/24"}}
+	p.Spec.API.Port = 8443
+
+	sts, err := StatefulSet(p, "img", 1, 55)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ctrPort int32
+	for _, cp := range sts.Spec.Template.Spec.Containers[0].Ports {
+		if cp.Name == "api" {
+			ctrPort = cp.ContainerPort
+		}
+	}
+	if ctrPort != 9443 {
+		t.Errorf("container port api = %d, want 9443", ctrPort)
+	}
+
+	svcs := Services(p)
+	app := svcs[0]
+	last := app.Spec.Ports[len(app.Spec.Ports)-1]
+	if last.Name != "api" || last.Port != 8443 || last.TargetPort.String() != "api" {
+		t.Errorf("app Service's API port: %+v", last)
+	}
+	for _, sp := range svcs[2].Spec.Ports {
+		if sp.Name == "api" {
+			t.Errorf("the external Service exposes the API: %+v", svcs[2].Spec.Ports)
+		}
+	}
+
+	np := NetworkPolicy(p)
+	var api *networkingv1.NetworkPolicyIngressRule
+	for i, r := range np.Spec.Ingress {
+		if len(r.Ports) == 1 && r.Ports[0].Port.IntValue() == 9443 {
+			api = &np.Spec.Ingress[i]
+		}
+	}
+	if api == nil {
+		t.Fatalf("no ingress rule for the API port 9443: %+v", np.Spec.Ingress)
+	}
+	if len(api.From) != 1 || api.From[0].NamespaceSelector.MatchLabels["team"] != "apps" || api.From[0].IPBlock != nil {
+		t.Errorf("the API is admitted from %+v, want the pool's namespace selector alone", api.From)
+	}
+	if len(np.Spec.PolicyTypes) != 1 || np.Spec.PolicyTypes[0] != networkingv1.PolicyTypeIngress {
+		t.Errorf("policy types %v: egress (MX hosts, webhook targets) must stay open", np.Spec.PolicyTypes)
+	}
+
+	p.Spec.API.Enabled = ptr.To(false)
+	for _, sp := range Services(p)[0].Spec.Ports {
+		if sp.Name == "api" {
+			t.Error("api.enabled=false still puts the API on the Service")
+		}
+	}
+	for _, r := range NetworkPolicy(p).Spec.Ingress {
+		for _, pp := range r.Ports {
+			if pp.Port.IntValue() == 9443 {
+				t.Error("api.enabled=false still admits the API port")
+			}
+		}
+	}
+	off, _ := StatefulSet(p, "img", 1, 55)
+	if !equalTemplates(sts.Spec.Template, off.Spec.Template) {
+		t.Error("turning the API off changes the pod template (pods would roll)")
+	}
 }
