@@ -59,6 +59,7 @@
 //	t/<domain>/<id>               destination index: one per pending recipient domain (lower case)
 //	s/<address>                   suppression list entries (package delivery's JSON)
 //	i/<origin key>                Import idempotency: JSON {id, at}; kept 30 days
+//	k/<principal>/<key>           HTTP API Idempotency-Key answers: JSON APIAnswer, committed with the message; kept 24 h
 //	q/<id>                        quarantined messages: JSON Quarantined
 //	e/<next attempt>/<event id>   pending delivery events for a webhook (package events' JSON), due like d/
 //	v/<time>/<event id>           recent delivery events for listing, pruned after events.retention

@@ -35,9 +35,13 @@ type principal struct {
 	// previous are rotated-out password hashes, each valid until its
 	// notAfter (see Server.checkPassword).
 	previous []config.PreviousPasswordHash
-	senders  senderSet
-	limits   config.SenderLimits
-	prefix   []netip.Prefix // network only
+	// apiKeyHash and previousAPIKeys check the HTTP API's bearer keys the
+	// same way (credential only).
+	apiKeyHash      string
+	previousAPIKeys []config.PreviousPasswordHash
+	senders         senderSet
+	limits          config.SenderLimits
+	prefix          []netip.Prefix // network only
 	// suspended credentials may authenticate but not send.
 	suspended bool
 }
@@ -126,8 +130,8 @@ func compile(cfg *config.Config) (*policy, error) {
 	}
 	for _, c := range cfg.Credentials {
 		p.users[c.Username] = &principal{kind: "user", name: c.Username, hash: c.PasswordHash,
-			previous: c.PreviousPasswordHashes,
-			senders:  newSenderSet(c.AllowedSenders), limits: c.Limits, suspended: c.Suspended}
+			previous: c.PreviousPasswordHashes, apiKeyHash: c.APIKeyHash, previousAPIKeys: c.PreviousAPIKeyHashes,
+			senders: newSenderSet(c.AllowedSenders), limits: c.Limits, suspended: c.Suspended}
 	}
 	for _, n := range cfg.TrustedNetworks {
 		pr := &principal{kind: "network", name: n.Name, senders: newSenderSet(n.AllowedSenders), limits: n.Limits}

@@ -44,6 +44,11 @@ type Options struct {
 	// Clock is what previous passwords' notAfter is checked against; nil:
 	// the real clock.
 	Clock clock.PassiveClock
+	// OnQueued, if set, is called for every message SMTP or the HTTP API
+	// is about to commit, with its final metadata (ID and MessageID set);
+	// the records it returns are committed in the same batch, so they are
+	// durable exactly when the message is (the queued event).
+	OnQueued func(m *queue.Message) []queue.Record
 }
 
 // Listener names, as used in metrics.

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bufio"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -218,30 +217,9 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	if pr.suspended {
-		return ss.reject("suspended", smtpErr(451, smtp.EnhancedCode{4, 7, 1},
-			fmt.Sprintf("Credential %s is suspended; try again later", pr.name)))
-	}
-	if from == "" {
-		return ss.reject("sender_not_allowed", smtpErr(550, smtp.EnhancedCode{5, 7, 1},
-			"The null sender <> is not accepted for submission"))
-	}
-	// A sender accepted here must be able to get a DSN later.
-	canon, aerr := envelopeAddress(from, opts.UTF8)
-	if aerr != nil {
-		return ss.reject("bad_sender", aerr.reply(true, from))
-	}
-	from = canon
-	if !pr.senders.allows(from) {
-		return ss.reject("sender_not_allowed", smtpErr(550, smtp.EnhancedCode{5, 7, 1},
-			fmt.Sprintf("Sender address <%s> is not allowed for %s %s", from, pr.kind, pr.name)), "from", from)
-	}
-	if free, _, ferr := ss.s.q.FreeBytes(); ferr == nil && int64(free) < p.minFree+opts.Size {
-		return ss.reject("no_space", errNoSpace)
-	}
-	if ok, which := ss.s.limiters.get(pr.key(), pr.limits).allow(); !ok {
-		return ss.reject("rate_limited", smtpErr(451, smtp.EnhancedCode{4, 7, 1},
-			fmt.Sprintf("Rate limit %s exceeded for %s %s; try again later", which, pr.kind, pr.name)))
+	from, ref := ss.s.checkMail(p, pr, from, opts.UTF8, opts.Size)
+	if ref != nil {
+		return ss.refused(ref)
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -255,14 +233,9 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if ss.pr == nil {
 		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "MAIL first")
 	}
-	canon, aerr := envelopeAddress(to, ss.mopts.UTF8)
-	if aerr != nil {
-		return ss.reject("bad_recipient", aerr.reply(false, to))
-	}
-	to = canon
-	if limit := ss.s.policy.Load().maxRecipients(ss.pr); len(ss.rcpts) >= limit {
-		return ss.reject("too_many_recipients", smtpErr(452, smtp.EnhancedCode{4, 5, 3},
-			fmt.Sprintf("Too many recipients: at most %d per message", limit)))
+	to, ref := ss.s.checkRcpt(ss.s.policy.Load(), ss.pr, to, ss.mopts.UTF8, len(ss.rcpts))
+	if ref != nil {
+		return ss.refused(ref)
 	}
 	r := queue.Recipient{Address: to, OriginalRecipient: opts.OriginalRecipient}
 	for _, n := range opts.Notify {
@@ -295,160 +268,33 @@ func (ss *session) Data(r io.Reader) error {
 	if pr == nil || len(rcpts) == 0 {
 		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "MAIL and RCPT first")
 	}
-	p := ss.s.policy.Load()
-	guard := &dataGuard{r: r, conn: ss.c.Conn(), timeout: p.cfg.Limits.DataTimeout.Duration, max: p.maxSize}
-	br := bufio.NewReaderSize(guard, 32<<10)
-
-	h, err := readHeader(br)
-	if err != nil {
-		return ss.dataError(err)
-	}
-	froms, err := h.fromAddresses()
-	if err != nil {
-		return ss.reject("bad_from_header", smtpErr(550, smtp.EnhancedCode{5, 6, 0}, "Message refused: "+err.Error()))
-	}
-	for _, f := range froms {
-		if !pr.senders.allows(f) {
-			return ss.reject("from_header_not_allowed", smtpErr(550, smtp.EnhancedCode{5, 7, 1},
-				fmt.Sprintf("From: header address <%s> is not allowed for %s %s", f, pr.kind, pr.name)), "header_from", f)
-		}
-	}
-	// Sender: names who sent the message (RFC 5322 §3.6.2), so it is held
-	// to the same allowed senders as From: (RFC 6409 §8).
-	sender, err := h.senderAddress()
-	if err != nil {
-		return ss.reject("bad_sender_header", smtpErr(550, smtp.EnhancedCode{5, 6, 0}, "Message refused: "+err.Error()))
-	}
-	if sender != "" && !pr.senders.allows(sender) {
-		return ss.reject("sender_header_not_allowed", smtpErr(550, smtp.EnhancedCode{5, 7, 1},
-			fmt.Sprintf("Sender: header address <%s> is not allowed for %s %s", sender, pr.kind, pr.name)), "header_sender", sender)
-	}
-	domain, keys := p.signingKeys(domainOf(froms[0]))
-	if len(keys) == 0 {
-		// Config validation keeps allowed senders under signing domains, so
-		// this only happens if that invariant breaks; refuse rather than
-		// send unsigned.
-		return ss.reject("no_signing_key", smtpErr(451, smtp.EnhancedCode{4, 7, 0},
-			"No DKIM key for the From: domain; try again later"))
-	}
-
-	w, err := ss.s.q.NewWriter()
-	if err != nil {
-		return ss.queueError(err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			w.Abort()
-		}
-	}()
-	qid := w.ID()
-	now := time.Now()
-
-	// RFC 6409 §8: a submission server may add a missing Date and
-	// Message-ID. They go at the end of the header section; Received goes
-	// on top as trace fields do.
-	var added []string
-	if !h.has("Date") {
-		added = append(added, "Date: "+now.Format(time.RFC1123Z)+"\r\n")
-	}
-	if !h.has("Message-ID") {
-		added = append(added, fmt.Sprintf("Message-ID: <%s.%d@%s>\r\n", qid, now.UnixNano(), p.cfg.Hostname))
-	}
-	signers, err := newSigners(domain, keys, headerKeys(h, added))
-	if err != nil {
-		ss.logger().Error("relay: DKIM signer", "err", err, "domain", domain)
-		return ss.reject("signing_error", errLocal)
-	}
-	defer func() {
-		if !committed {
-			signers.abort()
-		}
-	}()
-	eight := &eightBitDetector{}
-	out := io.MultiWriter(append([]io.Writer{w, eight}, signers.writers()...)...)
 	_, isTLS := ss.tlsState()
-	trace := receivedField(ss.c.Hostname(), ss.ip.String(), p.cfg.Hostname, isTLS, user != "", mopts.UTF8, qid, now)
-	if _, err := io.WriteString(out, trace); err != nil {
-		return ss.dataError(err)
+	sub := submission{pr: pr, from: from, rcpts: rcpts, utf8: mopts.UTF8, body8bit: mopts.Body == smtp.Body8BitMIME,
+		envid: mopts.EnvelopeID, ret: string(mopts.Return), helo: ss.c.Hostname(), clientIP: ss.ip.String(),
+		tls: isTLS, auth: user != "", conn: ss.c.Conn()}
+	acc, ref := ss.s.submit(ss.s.policy.Load(), sub, r, ss.logAt)
+	if ref != nil {
+		return ss.refused(ref)
 	}
-	if _, err := out.Write(h.raw); err != nil {
-		return ss.dataError(err)
-	}
-	for _, f := range added {
-		if _, err := io.WriteString(out, f); err != nil {
-			return ss.dataError(err)
-		}
-	}
-	if _, err := io.WriteString(out, "\r\n"); err != nil {
-		return ss.dataError(err)
-	}
-	if _, err := io.Copy(out, br); err != nil {
-		return ss.dataError(err)
-	}
-	sigs, err := signers.finish()
-	if err != nil {
-		ss.logger().Error("relay: DKIM signing failed", "err", err, "domain", domain, "queue_id", qid)
-		return ss.reject("signing_error", errLocal)
-	}
-	dataEnd := time.Now()
-	m := queue.Message{From: from, Recipients: rcpts, ReceivedAt: now.UTC(), Origin: pr.key(), Header: sigs,
-		EnvelopeID: mopts.EnvelopeID, Return: string(mopts.Return),
-		// Clients often send 8-bit data without BODY=8BITMIME; delivery
-		// must still announce it, so the content decides too.
-		EightBit: mopts.Body == smtp.Body8BitMIME || eight.seen,
-		SMTPUTF8: mopts.UTF8}
-	if err := w.Commit(m); err != nil {
-		committed = true // Commit cleans up after itself
-		return ss.queueError(err)
-	}
-	committed = true
-	ss.s.m.accepted.Inc()
-	ss.s.m.acceptedBytes.Add(float64(w.Size() + int64(len(sigs))))
-	ss.s.m.acceptLatency.Observe(time.Since(dataEnd).Seconds())
-	ss.logger().Info("relay: accepted", "queue_id", qid, "origin", pr.key(), "from", from, "header_from", froms[0],
-		"recipients", len(rcpts), "size", w.Size()+int64(len(sigs)), "dkim_domain", domain, "tls", isTLS)
-	return smtpErr(250, smtp.EnhancedCode{2, 0, 0}, "OK: queued as "+qid)
+	return smtpErr(250, smtp.EnhancedCode{2, 0, 0}, "OK: queued as "+acc.ID)
 }
 
-// dataError turns a failure while reading or storing DATA into its reply.
-func (ss *session) dataError(err error) error {
-	var se *smtp.SMTPError
-	switch {
-	case errors.Is(err, queue.ErrNoSpace):
-		return ss.reject("no_space", errNoSpace)
-	case errors.Is(err, smtp.ErrTooLongLine):
-		// go-smtp's own limit (it then closes the connection).
-		return ss.reject("line_too_long", errLineTooLong)
-	case errors.As(err, &se):
-		reason := "malformed"
-		switch se {
-		case smtp.ErrDataTooLarge, errHeaderTooLarge:
-			reason = "message_too_large"
-		case errBareLineEnding:
-			reason = "bare_line_ending"
-		case errLineTooLong:
-			reason = "line_too_long"
-		}
-		return ss.reject(reason, se)
-	default:
-		// The client went away or timed out; the reply, if it can still be
-		// sent, asks for a retry.
-		ss.logger().Info("relay: DATA aborted", "err", err)
-		return errLocal
+// refused counts and logs a refusal from the submission core and returns
+// its reply; one without a reason (the client went away) is only logged.
+func (ss *session) refused(ref *Refusal) error {
+	if ref.Reason == "" {
+		ss.logger().Info("relay: DATA aborted", ref.attrs...)
+		return ref.Reply
 	}
+	return ss.reject(ref.Reason, ref.Reply, ref.attrs...)
 }
 
-func (ss *session) queueError(err error) error {
-	switch {
-	case errors.Is(err, queue.ErrNoSpace):
-		return ss.reject("no_space", errNoSpace)
-	case errors.Is(err, queue.ErrClosed):
-		return ss.reject("shutting_down", errShutdown)
-	default:
-		ss.logger().Error("relay: queue write failed", "err", err)
-		return ss.reject("queue_error", errLocal)
+func (ss *session) logAt(level, msg string, attrs ...any) {
+	if level == "error" {
+		ss.logger().Error(msg, attrs...)
+		return
 	}
+	ss.logger().Info(msg, attrs...)
 }
 
 // passwordCache remembers the last password that verified for each user as

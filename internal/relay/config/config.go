@@ -509,6 +509,22 @@ func (c *Config) Validate() error {
 				errs = append(errs, field.Required(pp.Child("notAfter"), "an RFC 3339 time after which the old password stops working"))
 			}
 		}
+		if cr.APIKeyHash != "" {
+			if err := password.Check(cr.APIKeyHash); err != nil {
+				errs = append(errs, field.Invalid(ip.Child("apiKeyHash"), field.OmitValueType{}, err.Error()))
+			}
+		}
+		for j, ph := range cr.PreviousAPIKeyHashes {
+			pp := ip.Child("previousAPIKeyHashes").Index(j)
+			if ph.Hash == "" {
+				errs = append(errs, field.Required(pp.Child("hash"), ""))
+			} else if err := password.Check(ph.Hash); err != nil {
+				errs = append(errs, field.Invalid(pp.Child("hash"), field.OmitValueType{}, err.Error()))
+			}
+			if ph.NotAfter.IsZero() {
+				errs = append(errs, field.Required(pp.Child("notAfter"), "an RFC 3339 time after which the old API key stops working"))
+			}
+		}
 		errs = append(errs, validateSenders(ip.Child("allowedSenders"), cr.AllowedSenders, domains)...)
 		errs = append(errs, cr.Limits.validate(ip.Child("limits"))...)
 	}
@@ -552,6 +568,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Delivery.validate(p("delivery"))...)
 	errs = append(errs, c.validateProxyProtocol()...)
 	errs = append(errs, c.validatePeer()...)
+	errs = append(errs, c.validateEvents()...)
 
 	return errs.ToAggregate()
 }
