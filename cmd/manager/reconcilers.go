@@ -27,9 +27,10 @@ func setupReconcilers(mgr ctrl.Manager, relayImage string) error {
 		return fmt.Errorf("setting up the RelayPool controller: %w", err)
 	}
 	if err := (&smtpcredential.Reconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("smtpcredential-controller"),
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("smtpcredential-controller"),
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the SMTPCredential controller: %w", err)
 	}

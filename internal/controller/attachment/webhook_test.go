@@ -59,10 +59,10 @@ func TestCheckWebhookSecret(t *testing.T) {
 		t.Errorf("a generated secret is refused: %v", err)
 	}
 	for s, want := range map[string]string{
-		"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw":                         "must start with whsec_",
-		"whsec_not base64!":                                        "must be standard base64",
-		"whsec_c2hvcnQ=":                                           "decodes to 5 bytes",
-		"whsec_" + strings.Repeat("QUFB", 30):                      "decodes to 90 bytes",
+		"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw":                       "must start with whsec_",
+		"whsec_not base64!":                                      "must be standard base64",
+		"whsec_c2hvcnQ=":                                         "decodes to 5 bytes",
+		"whsec_" + strings.Repeat("QUFB", 30):                    "decodes to 90 bytes",
 		"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw-_-_-_-_-_-_-_-_": "must be standard base64",
 	} {
 		err := CheckWebhookSecret(s)

@@ -1,13 +1,17 @@
 // Package smtpcredential is the SMTPCredential controller: it writes the
-// application's Secret (host, port, username, password, url, ca.crt),
-// rotates the password on request with a grace period for the old one, and
-// reports Ready only when every ready relay of the pool accepts the login.
-// The relay configuration itself (which holds only the password's hash) is
-// rendered by the RelayPool controller.
+// application's Secret (host, port, username, password, url, ca.crt, and
+// api-key and api-url for the HTTP API), rotates the password and API key
+// together on request with a grace period for the old ones, resolves the
+// webhook's signing secret (copied from the user's Secret, or generated,
+// into webhook-secret) and checks its target against the pool, and reports
+// Ready only when every ready relay of the pool accepts the login and
+// holds the webhook. The relay configuration itself (which holds only
+// hashes of the password and key) is rendered by the RelayPool controller.
 package smtpcredential
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"strconv"
@@ -47,12 +51,18 @@ import (
 // Reconciler reconciles SMTPCredentials.
 type Reconciler struct {
 	client.Client
-	Scheme   *runtime.Scheme
-	Recorder events.EventRecorder
+	// APIReader reads Secrets the manager does not cache: the user's
+	// webhook signing-secret Secret. nil means the Client, which finds
+	// only Secrets mailroom labels.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
 	// Clock is the time source; nil means the real clock.
 	Clock clock.PassiveClock
 	// Random feeds password generation; nil means crypto/rand.
 	Random io.Reader
+	// UserSecretResync overrides DefaultUserSecretResync when positive.
+	UserSecretResync time.Duration
 }
 
 // Reasons of the Ready condition and Events.
@@ -67,7 +77,14 @@ const (
 	ReasonRevisionPending  = "RevisionPending"
 	ReasonRotated          = "PasswordRotated"
 	ReasonIssued           = "PasswordIssued"
+
+	ReasonWebhookTargetNotAllowed = "WebhookTargetNotAllowed"
+	ReasonWebhookSecretMissing    = "WebhookSecretMissing"
+	ReasonWebhookSecretInvalid    = "WebhookSecretInvalid"
+	ReasonWebhookSecretGenerated  = "WebhookSecretGenerated"
 )
+
+var cryptoRand io.Reader = rand.Reader
 
 // SetupWithManager registers the controller. It expects the
 // attachment indexes to be registered.
@@ -123,6 +140,7 @@ type inputs struct {
 	secret    *corev1.Secret // as read; nil when absent
 	ca        []byte
 	shard     *corev1.Secret
+	hook      *hookState // nil without spec.events.webhook
 }
 
 // Reconcile writes the credential's Secret and reports whether the relays
@@ -152,7 +170,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, err
 		}
 		ep := endpoint{Host: relayconfig.Endpoint(in.pool), Port: in.pool.Spec.Submission.StartTLSPort, CA: in.ca}
-		desired, err := Secret(&cred, l, ep)
+		if relayconfig.APIEnabled(in.pool) {
+			ep.APIURL = relayconfig.APIURL(in.pool)
+		}
+		var hook hookSecret
+		if in.hook != nil {
+			hook = in.hook.secret
+		}
+		desired, err := Secret(&cred, l, ep, hook)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -164,10 +189,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, err
 		}
 		if wrote && in.secret == nil {
-			r.event(&cred, corev1.EventTypeNormal, ReasonIssued, "wrote Secret %s with a new password", desired.Name)
+			r.event(&cred, corev1.EventTypeNormal, ReasonIssued, "wrote Secret %s with a new password and API key", desired.Name)
+		}
+		if wrote && hook.Source == sourceGenerated && generatedHook(in.secret).Value == "" {
+			r.event(&cred, corev1.EventTypeNormal, ReasonWebhookSecretGenerated, "generated a webhook signing secret into Secret %s (key %s)", desired.Name, attachment.KeyWebhookSecret)
 		}
 		if rotated {
-			r.event(&cred, corev1.EventTypeNormal, ReasonRotated, "new password in Secret %s; the previous one works until %s",
+			r.event(&cred, corev1.EventTypeNormal, ReasonRotated, "new password and API key in Secret %s; the previous ones work until %s",
 				desired.Name, prevUntil(l))
 		}
 		in.secret = desired
@@ -177,6 +205,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			status.PreviousPasswordExpires = &metav1.Time{Time: t}
 			requeue = t.Sub(now) + time.Second
 		}
+	}
+	resync := DefaultUserSecretResync
+	if r.UserSecretResync > 0 {
+		resync = r.UserSecretResync
+	}
+	if in.hook != nil && in.hook.ref != "" && (requeue == 0 || requeue > resync) {
+		requeue = resync
 	}
 
 	v := readiness.Evaluate(in)
@@ -249,6 +284,9 @@ func (r *Reconciler) gather(ctx context.Context, cred *v1alpha1.SMTPCredential) 
 		signing[d.Spec.Domain] = true
 	}
 	in.uncovered, in.sender = attachment.Uncovered(cred.Spec.AllowedSenders, signing)
+	if err := r.resolveWebhook(ctx, in); err != nil {
+		return nil, err
+	}
 
 	if pool.Spec.Submission.TLS.SecretName == "" {
 		var cm corev1.ConfigMap
@@ -291,14 +329,20 @@ var readiness = conditions.Chain[*inputs]{
 		return conditions.Pass()
 	},
 	func(in *inputs) conditions.Verdict {
+		if h := in.hook; h != nil && h.reason != "" {
+			return conditions.Block(h.reason, h.message)
+		}
+		return conditions.Pass()
+	},
+	func(in *inputs) conditions.Verdict {
 		if in.cred.Spec.Suspended {
 			return conditions.Block(ReasonSuspended, "spec.suspended is true: AUTH works but every MAIL FROM gets 451 4.7.1")
 		}
 		return conditions.Pass()
 	},
 	func(in *inputs) conditions.Verdict {
-		if !shardHolds(in.shard, attachment.Username(in.cred), in.secret) {
-			return conditions.Wait(ReasonConfigPending, fmt.Sprintf("the relay configuration of pool %s does not hold this login's current password yet", poolName(in.cred)))
+		if !shardHolds(in.shard, in.cred, in.secret) {
+			return conditions.Wait(ReasonConfigPending, fmt.Sprintf("the relay configuration of pool %s does not hold this login's current password, API key and webhook yet", poolName(in.cred)))
 		}
 		return conditions.Pass()
 	},
@@ -324,19 +368,21 @@ func poolName(c *v1alpha1.SMTPCredential) string {
 }
 
 // shardHolds reports whether a config shard lists the login with the
-// password hash the Secret holds.
-func shardHolds(shard *corev1.Secret, username string, secret *corev1.Secret) bool {
+// password and API key hashes the Secret holds, and with the webhook the
+// credential names (URL and signing secret) or none.
+func shardHolds(shard *corev1.Secret, cred *v1alpha1.SMTPCredential, secret *corev1.Secret) bool {
 	if shard == nil || secret == nil {
 		return false
 	}
-	want := secret.Annotations[attachment.AnnotationPasswordHash]
 	sh, err := relayconfig.ReadShard(shard.Data)
 	if err != nil {
 		return false
 	}
 	for _, c := range sh.Credentials {
-		if c.Username == username {
-			return c.PasswordHash == want
+		if c.Username == attachment.Username(cred) {
+			return c.PasswordHash == secret.Annotations[attachment.AnnotationPasswordHash] &&
+				c.APIKeyHash == secret.Annotations[attachment.AnnotationAPIKeyHash] &&
+				holdsWebhook(cred, secret, c.Webhook)
 		}
 	}
 	return false
