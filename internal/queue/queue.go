@@ -12,6 +12,7 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -134,9 +135,14 @@ type Recipient struct {
 	OriginalRecipient string   `json:"orcpt,omitempty"`
 }
 
+// Clone returns a copy of m that shares no slices or maps with it.
+func (m Message) Clone() Message { return m.clone() }
+
 func (m Message) clone() Message {
 	m.Recipients = slices.Clone(m.Recipients)
 	m.History = slices.Clone(m.History)
+	m.Tags = slices.Clone(m.Tags)
+	m.Metadata = maps.Clone(m.Metadata)
 	for i := range m.Recipients {
 		m.Recipients[i].Notify = slices.Clone(m.Recipients[i].Notify)
 	}
@@ -230,6 +236,7 @@ type Queue struct {
 	spaceMu sync.Mutex
 	pending int64 // bytes of commits in progress, not yet seen by statfs
 
+	intakeHook  atomic.Pointer[IntakeHook]
 	commits     atomic.Int64 // Sync commits, for OnCommit
 	commitNanos atomic.Int64
 	stopReport  chan struct{}
@@ -1312,6 +1319,10 @@ func (q *Queue) Settle(ctx context.Context) error {
 	}
 	return nil
 }
+
+// SyncedCommits returns how many batches were committed with Sync since
+// Open (each waits for a WAL fsync, possibly shared with others).
+func (q *Queue) SyncedCommits() int64 { return q.commits.Load() }
 
 // WALSyncs returns how many times the store's write-ahead log was
 // fsynced since Open. Commits that share an fsync (group commit) make it

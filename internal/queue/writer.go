@@ -31,6 +31,8 @@ type Writer struct {
 	checked int64 // size at the last free-space check
 	err     error
 	done    bool
+	// committed: Commit made the message durable.
+	committed bool
 	// extra adds to the message's batch (Import's idempotency key).
 	extra func(b *pebble.Batch) error
 }
@@ -159,6 +161,13 @@ func (w *Writer) Commit(m Message, also ...Record) error {
 			return classify(fmt.Errorf("queue: write body: %w", err))
 		}
 	}
+	if w.class == classIntake {
+		if hook := q.intakeHook.Load(); hook != nil {
+			if admitted := (*hook)(&dm.Message); admitted != nil {
+				defer func() { admitted(w.committed) }()
+			}
+		}
+	}
 	b := q.db.NewBatch()
 	defer b.Close()
 	if !dm.File {
@@ -187,8 +196,24 @@ func (w *Writer) Commit(m Message, also ...Record) error {
 		}
 		return err
 	}
+	w.committed = true
 	q.signalAdded()
 	return nil
+}
+
+// IntakeHook is called by an intake Commit with the message about to be
+// written, which it may change (the scheduler writes the first attempt's
+// lease into it). If it returns a function, that is called with whether
+// the commit succeeded, after it returned.
+type IntakeHook func(m *Message) func(committed bool)
+
+// SetIntakeHook sets (nil: removes) the intake hook.
+func (q *Queue) SetIntakeHook(h IntakeHook) {
+	if h == nil {
+		q.intakeHook.Store(nil)
+		return
+	}
+	q.intakeHook.Store(&h)
 }
 
 // Abort discards the message. It is safe to call after Commit.

@@ -313,16 +313,18 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // settle waits until the scheduler has dispatched everything due at the
-// current test time and recorded the outcomes: a message enqueued now as a
-// marker is attempted by the same pass as anything else due (or a later
-// one), so once it is finished, every message that was due before it has
-// been attempted too.
+// current test time and recorded the outcomes: nothing is due any more
+// (an attempt's lease moves its message out of the due range), no attempt
+// is in progress, and a marker message enqueued now is delivered.
 func (e *env) settle() {
 	e.t.Helper()
 	marker := e.enqueue("marker@example.com", "marker@example.org")
 	e.s.Wake()
 	eventually(e.t, "the marker message is delivered", func() bool { return e.gone(marker) })
-	eventually(e.t, "no attempt is in progress", func() bool { return len(e.s.List(scheduler.Filter{State: scheduler.StateActive})) == 0 })
+	eventually(e.t, "nothing due and no attempt in progress", func() bool {
+		e.s.Wake()
+		return e.q.DueCount(e.clock.Now(), 1) == 0 && len(e.s.List(scheduler.Filter{State: scheduler.StateActive})) == 0
+	})
 }
 
 // metric returns the value of the sample of name with the given labels.

@@ -22,6 +22,7 @@ type Metrics struct {
 	stateWriteFailures *prometheus.CounterVec
 	parked             prometheus.Gauge
 	busySkips          prometheus.Counter
+	freshAdmits        prometheus.Counter
 	dispatchSeconds    prometheus.Histogram
 
 	mu sync.Mutex
@@ -73,6 +74,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "mailroom_queue_destination_busy_skips_total",
 			Help: "Due messages moved ahead because every destination they need was at its connection cap.",
 		}),
+		freshAdmits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mailroom_scheduler_intake_leases_total",
+			Help: "Messages leased in their intake commit and handed straight to a worker (no separate lease write).",
+		}),
 		dispatchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "mailroom_scheduler_dispatch_seconds",
 			Help:    "Time of one scheduling pass (find due work, start attempts); it does not grow with the queue.",
@@ -83,7 +88,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.stateWriteFailures.WithLabelValues("outcome")
 	if reg != nil {
 		reg.MustRegister(m.finished, m.dsnQueued, m.dsnDropped, m.attempts, m.stateWriteFailures, m.parked,
-			m.busySkips, m.dispatchSeconds, m)
+			m.busySkips, m.freshAdmits, m.dispatchSeconds, m)
 	}
 	return m
 }
