@@ -84,6 +84,14 @@
 // therefore neither loses the message nor makes it due at once: it is due
 // again at the lease's next attempt, delivered at most once more.
 //
+// A message committed by intake while delivery runs, with a worker and a
+// destination slot free, gets that lease in its own commit batch (the
+// scheduler's IntakeHook) and goes straight to a worker: the same
+// guarantee without a separate synced write, so a message delivered at
+// once costs two fsynced batches (commit, removal), possibly shared with
+// other commits. Otherwise it is committed due at once, and leased when
+// a pass of the due index picks it.
+//
 // # Corruption
 //
 // Pebble checksums its log and tables; this package checksums bodies
