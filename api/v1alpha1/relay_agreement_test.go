@@ -62,6 +62,9 @@ func TestAdmissionAgreesWithTheRelay(t *testing.T) {
 		{name: "resolver IPv6 port above 65535", spec: "delivery: {resolvers: ['[fd00::10]:65536']}", relayRefuses: true},
 		{name: "trusted load balancer not a CIDR", spec: "proxyProtocol: {trustedCIDRs: [10.0.0.7]}", relayRefuses: true},
 		{name: "no trusted load balancers", spec: "proxyProtocol: {trustedCIDRs: []}", relayRefuses: true},
+		{name: "webhook target an IPv6 address", spec: "events: {allowedTargets: ['fd00::5']}", relayRefuses: true},
+		{name: "webhook target a wildcard", spec: "events: {allowedTargets: ['*.example.com']}", relayRefuses: true},
+		{name: "webhook target a URL", spec: "events: {allowedTargets: ['https://hooks.example.com']}", relayRefuses: true},
 
 		// Admission is stricter here; the relay would start but mail or
 		// DNS would suffer.
@@ -72,6 +75,9 @@ func TestAdmissionAgreesWithTheRelay(t *testing.T) {
 		{name: "smarthost ignored in Direct mode", spec: "delivery: {smarthost: {host: smtp.example.net}}", admissionOnly: true},
 		{name: "PROXY headers trusted from everyone", spec: "proxyProtocol: {trustedCIDRs: [0.0.0.0/0]}", admissionOnly: true},
 		{name: "maxAge before the first retry", spec: "delivery: {retry: {maxAge: 30s}}", admissionOnly: true},
+		{name: "webhook target an IPv4 address, which would match nothing", spec: "events: {allowedTargets: [10.0.0.5]}", admissionOnly: true},
+		{name: "webhook target with a trailing dot", spec: "events: {allowedTargets: [hooks.example.com.]}", admissionOnly: true},
+		{name: "API on a submission port", spec: "api: {port: 587}", admissionOnly: true},
 
 		// Both accept.
 		{name: "the defaults", spec: "{}"},
@@ -87,6 +93,9 @@ func TestAdmissionAgreesWithTheRelay(t *testing.T) {
 		{name: "resolvers with ports", spec: "delivery: {resolvers: [10.0.0.10, '10.0.0.11:5353', 'fd00::10', '[fd00::11]:53']}"},
 		{name: "a custom retry policy", spec: "delivery: {retry: {schedule: [30s, 2m], maxAge: 1h, delayWarningAfter: '0'}, maxConnectionsPerDomain: 1000}"},
 		{name: "PROXY protocol", spec: "proxyProtocol: {trustedCIDRs: [10.0.0.0/16, 'fd00::/64']}"},
+		{name: "webhook targets of every form", spec: "events: {allowedTargets: [hooks.example.com, .shop.svc, 10.20.0.0/16, 10.0.0.5/32, 'fd00::/64']}"},
+		{name: "API off", spec: "api: {enabled: false}"},
+		{name: "API on the peer port's number", spec: "api: {port: 8443}"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -159,15 +159,15 @@ type APISpec struct {
 type PoolEventsSpec struct {
 	// allowedTargets are the webhook hosts the relays may call: an exact
 	// host name ("hooks.example.com"), ".suffix" for every name under it
-	// (".shop.svc"), an IP address, or a CIDR ("10.20.0.0/16") for URLs
-	// with a literal address. A credential whose webhook host is not
-	// allowed is not Ready and gets no events. Empty: in-cluster Service
-	// names only (".svc" and ".svc.cluster.local").
+	// (".shop.svc"), or a CIDR ("10.20.0.0/16", one address "10.0.0.5/32")
+	// for URLs with a literal address. A credential whose webhook host is
+	// not allowed is not Ready and gets no events. Empty: in-cluster
+	// Service names only (".svc" and ".svc.cluster.local").
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MaxLength=254
-	// +kubebuilder:validation:items:XValidation:rule="isIP(self) || isCIDR(self) || self.matches('^[.]?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')",message="events.allowedTargets entries must be host names (hooks.example.com), .suffixes (.shop.svc), IP addresses or CIDRs (10.20.0.0/16)",messageExpression="self.startsWith('*') ? 'events.allowedTargets entries are not patterns: write .' + self.substring(self.startsWith('*.') ? 2 : 1) + ' for every name under ' + self.substring(self.startsWith('*.') ? 2 : 1) : self.contains('://') || self.contains('/') ? 'events.allowedTargets entries are hosts, not URLs or paths: write the host name, e.g. hooks.example.com, or a CIDR such as 10.20.0.0/16' : self.endsWith('.') ? 'events.allowedTargets entries are written without a trailing dot, e.g. hooks.example.com' : self.matches('[A-Z]') ? 'events.allowedTargets entries must be lowercase, e.g. hooks.example.com' : 'events.allowedTargets entries must be host names (hooks.example.com), .suffixes (.shop.svc), IP addresses or CIDRs (10.20.0.0/16)'"
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self) || (!isIP(self) && self.matches('^[.]?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'))",message="events.allowedTargets entries must be host names (hooks.example.com), .suffixes (.shop.svc) or CIDRs (10.20.0.0/16)",messageExpression="isIP(self) ? 'events.allowedTargets entries name addresses as CIDRs: write ' + self + (self.contains(':') ? '/128' : '/32') : self.startsWith('*') ? 'events.allowedTargets entries are not patterns: write .' + self.substring(self.startsWith('*.') ? 2 : 1) + ' for every name under ' + self.substring(self.startsWith('*.') ? 2 : 1) : self.contains('://') || self.contains('/') ? 'events.allowedTargets entries are hosts, not URLs or paths: write the host name, e.g. hooks.example.com, or a CIDR such as 10.20.0.0/16' : self.endsWith('.') ? 'events.allowedTargets entries are written without a trailing dot, e.g. hooks.example.com' : self.matches('[A-Z]') ? 'events.allowedTargets entries must be lowercase, e.g. hooks.example.com' : 'events.allowedTargets entries must be host names (hooks.example.com), .suffixes (.shop.svc) or CIDRs (10.20.0.0/16)'"
 	AllowedTargets []string `json:"allowedTargets,omitempty"`
 }
 

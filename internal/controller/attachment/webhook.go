@@ -4,24 +4,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/netip"
 	"net/url"
 	"strings"
 
 	"mailroom.io/mailroom/api/v1alpha1"
+	"mailroom.io/mailroom/internal/relay/config"
 )
-
-// DefaultTargets are the webhook hosts a pool allows when its
-// spec.events.allowedTargets is empty: in-cluster Service names.
-var DefaultTargets = []string{".svc", ".svc.cluster.local"}
-
-// Targets is the pool's effective allowedTargets.
-func Targets(pool *v1alpha1.RelayPool) []string {
-	if t := pool.Spec.Events.AllowedTargets; len(t) > 0 {
-		return t
-	}
-	return DefaultTargets
-}
 
 // WebhookHost is the host of a webhook URL, lowercase, without brackets or
 // a trailing dot.
@@ -37,51 +25,38 @@ func WebhookHost(raw string) (string, error) {
 	return h, nil
 }
 
-// TargetAllowed applies allowedTargets to a webhook host: an entry is an
-// exact name, ".suffix" (every name under it, not the suffix itself), an IP
-// address, or a CIDR; names never match addresses and vice versa, so a
-// name cannot be used to reach an address range the pool did not list.
-func TargetAllowed(targets []string, host string) bool {
-	addr, err := netip.ParseAddr(host)
-	isAddr := err == nil
-	for _, t := range targets {
-		switch {
-		case strings.Contains(t, "/"):
-			if p, err := netip.ParsePrefix(t); err == nil && isAddr && p.Contains(addr.Unmap()) {
-				return true
-			}
-		case isAddr:
-			if a, err := netip.ParseAddr(t); err == nil && a == addr.Unmap() {
-				return true
-			}
-		case strings.HasPrefix(t, "."):
-			if strings.HasSuffix(host, t) && len(host) > len(t) {
-				return true
-			}
-		case host == t:
-			return true
-		}
+// TargetAllowed applies the pool's spec.events.allowedTargets to a webhook
+// host with the relay's own matcher, so the operator never renders a
+// webhook the relays would refuse (which would refuse the whole
+// configuration).
+func TargetAllowed(pool *v1alpha1.RelayPool, host string) bool {
+	return config.Events{AllowedTargets: pool.Spec.Events.AllowedTargets}.AllowsHost(host)
+}
+
+// DescribeTargets says what a pool's allowedTargets admit, for messages.
+func DescribeTargets(pool *v1alpha1.RelayPool) string {
+	if t := pool.Spec.Events.AllowedTargets; len(t) > 0 {
+		return "[" + strings.Join(t, ", ") + "]"
 	}
-	return false
+	return "empty, so in-cluster Service names only (.svc, .svc.cluster.local)"
 }
 
 // Webhook signing secrets are in the Standard Webhooks form: "whsec_" and
 // the standard base64 of the key bytes; the spec asks for 24 to 64 bytes.
 const (
-	WebhookSecretPrefix = "whsec_"
-	webhookKeyMin       = 24
-	webhookKeyMax       = 64
+	webhookKeyMin = 24
+	webhookKeyMax = 64
 )
 
 // CheckWebhookSecret says what is wrong with a signing secret, or nil.
 func CheckWebhookSecret(s string) error {
-	rest, ok := strings.CutPrefix(strings.TrimSpace(s), WebhookSecretPrefix)
-	if !ok {
-		return fmt.Errorf("must start with %s (the Standard Webhooks form %s<base64 of 24 to 64 random bytes>)", WebhookSecretPrefix, WebhookSecretPrefix)
+	p := config.WebhookSecretPrefix
+	if !strings.HasPrefix(s, p) {
+		return fmt.Errorf("must start with %s (the Standard Webhooks form %s<base64 of 24 to 64 random bytes>)", p, p)
 	}
-	key, err := base64.StdEncoding.DecodeString(rest)
+	key, err := config.DecodeWebhookSecret(s)
 	if err != nil {
-		return fmt.Errorf("the part after %s must be standard base64: %v", WebhookSecretPrefix, err)
+		return fmt.Errorf("the part after %s must be standard base64: %v", p, err)
 	}
 	if len(key) < webhookKeyMin || len(key) > webhookKeyMax {
 		return fmt.Errorf("decodes to %d bytes; Standard Webhooks asks for %d to %d", len(key), webhookKeyMin, webhookKeyMax)
@@ -91,5 +66,5 @@ func CheckWebhookSecret(s string) error {
 
 // NewWebhookSecret formats 32 key bytes as a signing secret.
 func NewWebhookSecret(key [32]byte) string {
-	return WebhookSecretPrefix + base64.StdEncoding.EncodeToString(key[:])
+	return config.WebhookSecretPrefix + base64.StdEncoding.EncodeToString(key[:])
 }

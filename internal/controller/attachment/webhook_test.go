@@ -3,37 +3,46 @@ package attachment
 import (
 	"strings"
 	"testing"
+
+	"mailroom.io/mailroom/api/v1alpha1"
 )
 
+// The operator and the relay must agree on what a pool allows: this
+// checks the operator's view of a pool against the relay's matcher's
+// documented behaviour.
 func TestTargetAllowed(t *testing.T) {
+	pool := func(targets ...string) *v1alpha1.RelayPool {
+		p := &v1alpha1.RelayPool{}
+		p.Spec.Events.AllowedTargets = targets
+		return p
+	}
 	cases := []struct {
-		targets []string
-		host    string
-		want    bool
+		pool *v1alpha1.RelayPool
+		host string
+		want bool
 	}{
-		{DefaultTargets, "mail-events.shop.svc", true},
-		{DefaultTargets, "mail-events.shop.svc.cluster.local", true},
-		{DefaultTargets, "svc", false},
-		{DefaultTargets, "hooks.example.com", false},
-		{DefaultTargets, "10.0.0.5", false},
-		{DefaultTargets, "evil-svc", false},
-		{[]string{"hooks.example.com"}, "hooks.example.com", true},
-		{[]string{"hooks.example.com"}, "a.hooks.example.com", false},
-		{[]string{".example.com"}, "hooks.example.com", true},
-		{[]string{".example.com"}, "example.com", false},
-		{[]string{".example.com"}, "hooksexample.com", false},
-		{[]string{"10.20.0.0/16"}, "10.20.3.4", true},
-		{[]string{"10.20.0.0/16"}, "10.21.3.4", false},
-		{[]string{"10.20.0.0/16"}, "10-20-3-4.example.com", false},
-		{[]string{"10.0.0.5"}, "10.0.0.5", true},
-		{[]string{"10.0.0.5"}, "10.0.0.6", false},
-		{[]string{"fd00::/64"}, "fd00::5", true},
-		{[]string{"10.0.0.0/8"}, "::ffff:10.0.0.5", true},
-		{[]string{".svc"}, "10.0.0.5", false},
+		{pool(), "mail-events.shop.svc", true},
+		{pool(), "mail-events.shop.svc.cluster.local", true},
+		{pool(), "svc", false},
+		{pool(), "hooks.example.com", false},
+		{pool(), "10.0.0.5", false},
+		{pool(), "evil-svc", false},
+		{pool("hooks.example.com"), "hooks.example.com", true},
+		{pool("hooks.example.com"), "a.hooks.example.com", false},
+		{pool("hooks.example.com"), "mail-events.shop.svc", false},
+		{pool(".example.com"), "hooks.example.com", true},
+		{pool(".example.com"), "example.com", false},
+		{pool(".example.com"), "hooksexample.com", false},
+		{pool("10.20.0.0/16"), "10.20.3.4", true},
+		{pool("10.20.0.0/16"), "10.21.3.4", false},
+		{pool("10.20.0.0/16"), "10-20-3-4.example.com", false},
+		{pool("fd00::/64"), "fd00::5", true},
+		{pool("10.0.0.0/8"), "::ffff:10.0.0.5", true},
+		{pool(".svc"), "10.0.0.5", false},
 	}
 	for _, c := range cases {
-		if got := TargetAllowed(c.targets, c.host); got != c.want {
-			t.Errorf("TargetAllowed(%v, %q) = %v, want %v", c.targets, c.host, got, c.want)
+		if got := TargetAllowed(c.pool, c.host); got != c.want {
+			t.Errorf("TargetAllowed(%v, %q) = %v, want %v", c.pool.Spec.Events.AllowedTargets, c.host, got, c.want)
 		}
 	}
 }

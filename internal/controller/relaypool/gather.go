@@ -169,7 +169,7 @@ func webhook(pool *v1alpha1.RelayPool, c *v1alpha1.SMTPCredential, s *corev1.Sec
 	}
 	wh := c.Spec.Events.Webhook
 	host, err := attachment.WebhookHost(wh.URL)
-	if err != nil || !attachment.TargetAllowed(attachment.Targets(pool), host) {
+	if err != nil || !attachment.TargetAllowed(pool, host) {
 		return nil
 	}
 	secret := string(s.Data[attachment.KeyWebhookSecret])

@@ -94,11 +94,8 @@ func (r *Reconciler) resolveWebhook(ctx context.Context, in *inputs) error {
 		return nil
 	}
 	host, err := attachment.WebhookHost(wh.URL)
-	if err != nil || !attachment.TargetAllowed(attachment.Targets(in.pool), host) {
-		targets := "[" + strings.Join(in.pool.Spec.Events.AllowedTargets, ", ") + "]"
-		if len(in.pool.Spec.Events.AllowedTargets) == 0 {
-			targets = "empty, so in-cluster Service names only (.svc, .svc.cluster.local)"
-		}
+	if err != nil || !attachment.TargetAllowed(in.pool, host) {
+		targets := attachment.DescribeTargets(in.pool)
 		st.reason = ReasonWebhookTargetNotAllowed
 		st.message = fmt.Sprintf("spec.events.webhook.url host %s is not allowed by RelayPool %s: its spec.events.allowedTargets is %s; use a host it allows or ask the pool's owner to add this one",
 			host, poolName(in.cred), targets)
