@@ -30,13 +30,11 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"mailroom.io/mailroom/api/v1alpha1"
-	"mailroom.io/mailroom/internal/controller"
 	"mailroom.io/mailroom/internal/controller/attachment"
 	"mailroom.io/mailroom/internal/controller/relaypool"
+	"mailroom.io/mailroom/internal/controller/relaypool/pooltest"
 	"mailroom.io/mailroom/internal/controller/smtpcredential"
 	"mailroom.io/mailroom/internal/dkim"
 	"mailroom.io/mailroom/internal/relay/config"
@@ -78,35 +76,8 @@ type harness struct {
 // answers for the relay pods (nil: nobody does).
 func start(t *testing.T, relays relaypool.StatusReader) *harness {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: env.Scheme, Cache: controller.CacheOptions(),
-		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		// Each test runs its own manager in this process.
-		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := attachment.SetupIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
-		t.Fatal(err)
-	}
-	c, writes := writecount.WrapClient(mgr.GetClient(), env.Scheme)
-	h := &harness{t: t, ctx: ctx, c: c, writes: writes}
-	h.pool = &relaypool.Reconciler{Client: c, APIReader: mgr.GetAPIReader(), Scheme: env.Scheme, RelayImage: "localhost/mailroom:test", Relays: relays}
-	h.creds = &smtpcredential.Reconciler{Client: c, Scheme: env.Scheme}
-	if err := h.pool.SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.creds.SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = mgr.Start(ctx) }()
-	if !mgr.GetCache().WaitForCacheSync(ctx) {
-		t.Fatal("cache did not sync")
-	}
-	return h
+	m := pooltest.Start(t, env, relays, nil)
+	return &harness{t: t, ctx: m.Ctx, c: m.Client, writes: m.Writes, pool: m.Pool, creds: m.Creds}
 }
 
 func (h *harness) create(objs ...client.Object) {
@@ -121,15 +92,7 @@ func (h *harness) create(objs ...client.Object) {
 // eventually polls f until it returns nil or the deadline passes.
 func (h *harness) eventually(what string, f func() error) {
 	h.t.Helper()
-	deadline := time.Now().Add(settle)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	h.t.Fatalf("%s: %v", what, err)
+	pooltest.Eventually(h.t, settle, what, f)
 }
 
 func (h *harness) get(ns, name string, obj client.Object) error {

@@ -19,17 +19,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"mailroom.io/mailroom/api/v1alpha1"
 	"mailroom.io/mailroom/internal/apikey"
-	"mailroom.io/mailroom/internal/controller"
 	"mailroom.io/mailroom/internal/controller/attachment"
 	"mailroom.io/mailroom/internal/controller/relaypool"
+	"mailroom.io/mailroom/internal/controller/relaypool/pooltest"
 	"mailroom.io/mailroom/internal/controller/smtpcredential"
 	"mailroom.io/mailroom/internal/dkim"
 	"mailroom.io/mailroom/internal/relay/config"
@@ -73,36 +70,15 @@ type world struct {
 
 func newWorld(t *testing.T, pool *v1alpha1.RelayPool) *world {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: env.Scheme, Cache: controller.CacheOptions(),
-		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := attachment.SetupIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
-		t.Fatal(err)
-	}
-	c, writes := writecount.WrapClient(mgr.GetClient(), env.Scheme)
-	w := &world{t: t, ctx: ctx, c: c, writes: writes, clock: clocktesting.NewFakeClock(time.Now())}
+	w := &world{t: t, clock: clocktesting.NewFakeClock(time.Now())}
 	w.relay = relayhost.New(t, env.Client, pool)
-	w.pool = &relaypool.Reconciler{Client: c, APIReader: mgr.GetAPIReader(), Scheme: env.Scheme, RelayImage: "localhost/mailroom:test", Relays: w.relay, Clock: w.clock}
-	// The user's Secret is not watched: a short resync stands for the
-	// operator's two minutes.
-	w.creds = &smtpcredential.Reconciler{Client: c, APIReader: mgr.GetAPIReader(), Scheme: env.Scheme, Clock: w.clock, UserSecretResync: 500 * time.Millisecond}
-	if err := w.pool.SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.creds.SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = mgr.Start(ctx) }()
-	if !mgr.GetCache().WaitForCacheSync(ctx) {
-		t.Fatal("cache did not sync")
-	}
+	m := pooltest.Start(t, env, w.relay, func(m *pooltest.Manager) {
+		m.Pool.Clock, m.Creds.Clock = w.clock, w.clock
+		// The user's Secret is not watched: a short resync stands for the
+		// operator's two minutes.
+		m.Creds.UserSecretResync = 500 * time.Millisecond
+	})
+	w.ctx, w.c, w.writes, w.pool, w.creds = m.Ctx, m.Client, m.Writes, m.Pool, m.Creds
 	return w
 }
 
@@ -115,19 +91,9 @@ func (w *world) create(objs ...client.Object) {
 	}
 }
 
-// eventually polls f until it returns nil, failing the test at the
-// deadline with f's last error.
 func (w *world) eventually(what string, f func() error) {
 	w.t.Helper()
-	deadline := time.Now().Add(within)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	w.t.Fatalf("%s: %v", what, err)
+	pooltest.Eventually(w.t, within, what, f)
 }
 
 // ready waits for the credential's Ready condition to have status and
