@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -281,6 +282,21 @@ func TestAPIKeyAndWebhook(t *testing.T) {
 				t.Errorf("message %q does not name %s", msg, want)
 			}
 		}
+		w.eventually("a Warning Event on the credential", func() error {
+			var list eventsv1.EventList
+			if err := env.Client.List(w.ctx, &list, client.InNamespace("mail")); err != nil {
+				return err
+			}
+			for _, e := range list.Items {
+				if e.Regarding.Kind == "SMTPCredential" && e.Regarding.Name == "shop" && e.Reason == smtpcredential.ReasonWebhookTargetNotAllowed && e.Type == corev1.EventTypeWarning {
+					if !strings.Contains(e.Note, "hooks.shop.svc") {
+						return fmt.Errorf("the Event does not name the host: %s", e.Note)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("none among %d Events", len(list.Items))
+		})
 		w.credentialInConfig("shop.mail", func(c config.Credential) error {
 			if c.Webhook != nil {
 				return fmt.Errorf("webhook still rendered: %s", c.Webhook.URL)

@@ -55,8 +55,10 @@ func Start(t *testing.T, env *envtest.Env, relays relaypool.StatusReader, config
 	}
 	c, writes := writecount.WrapClient(mgr.GetClient(), env.Scheme)
 	m := &Manager{Ctx: ctx, Client: c, Writes: writes,
-		Pool:  &relaypool.Reconciler{Client: c, APIReader: mgr.GetAPIReader(), Scheme: env.Scheme, RelayImage: "localhost/mailroom:test", Relays: relays},
-		Creds: &smtpcredential.Reconciler{Client: c, APIReader: mgr.GetAPIReader(), Scheme: env.Scheme},
+		Pool: &relaypool.Reconciler{Client: c, APIReader: mgr.GetAPIReader(), Scheme: env.Scheme, RelayImage: "localhost/mailroom:test", Relays: relays,
+			Recorder: mgr.GetEventRecorder("relaypool-controller")},
+		Creds: &smtpcredential.Reconciler{Client: c, APIReader: mgr.GetAPIReader(), Scheme: env.Scheme,
+			Recorder: mgr.GetEventRecorder("smtpcredential-controller")},
 	}
 	if configure != nil {
 		configure(m)
