@@ -97,6 +97,7 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 			return err
 		}
 	}
+	shareSuppressions(lc.node, dl.sup, log.With("component", "peer")) // before the peer listener serves
 	srv, err := relay.New(relay.Options{Config: cfg, ConfigPath: configPath, Queue: q, Logger: log, Metrics: m,
 		OnApply: lc.apply})
 	if err != nil {

@@ -2,7 +2,8 @@
 // mutual TLS, every member's certificate issued by the pool's CA, served
 // on listeners.peer and never reachable by applications. It carries the
 // queue handover of a draining member (a pod removed by scale-down) to the
-// others.
+// others, and keeps the pool's suppression list the same on every member
+// (see Suppression list below).
 //
 // # Protocol
 //
@@ -20,6 +21,36 @@
 // after a lost answer never makes a second copy there. A draining member
 // answers 409 and takes nothing; a full disk is 507. The sender removes
 // its copy only after a 200.
+//
+// # Suppression list
+//
+// A hard bounce recorded by one member is honoured by every member
+// (ShareSuppressions over a *delivery.Suppressions):
+//
+//	POST /v1/peer/suppressions          {"entries": [...]}: versions to merge
+//	GET  /v1/peer/suppressions?since=N&after=A&limit=L
+//	                                    {"entries": [...], "next": A', "now": N'}
+//
+// Each version carries its address, reply, expiry, an Updated time on the
+// clock of the member that made the change, and Removed for a lifted
+// suppression. The receiver keeps the later version of an address (last
+// writer wins; at the same instant a removal wins), so a removal stays a
+// tombstone until the entry would have expired and neither a late push
+// nor a pull can bring the address back.
+//
+// Every change a member makes is pushed at once to each other member (one
+// sender per member, each batch tried 5 times with backoff from 200ms).
+// Every member also pulls: at start-up everything, then every 30 seconds
+// the versions the other member stored since the "now" of its previous
+// round, less a minute of overlap. Pages are ordered by address and hold
+// 1000 entries, so a new member copies a list of any size in bounded
+// memory, and a member that missed pushes (down, partitioned, or new
+// after a scale-up) converges within one pull interval. A member removed
+// by scale-down takes nothing with it: its entries are already on the
+// others. Requests carry Mailroom-Peer-Name; a member answers 409 to
+// itself (its own address is in peer.addresses) and is skipped from then
+// on. Metrics: mailroom_suppression_entries, _pushes_total and
+// _pulls_total by result, _merged_total.
 //
 // # Drain
 //
@@ -119,6 +150,8 @@ type Node struct {
 
 	handedOver *prometheus.CounterVec
 	received   *prometheus.CounterVec
+
+	sup atomic.Pointer[suppressionSync] // set by ShareSuppressions
 }
 
 type state struct {
@@ -210,6 +243,7 @@ func (n *Node) Serve(ln net.Listener) error {
 
 // Shutdown stops Serve, letting imports in progress finish until ctx ends.
 func (n *Node) Shutdown(ctx context.Context) error {
+	n.stopSuppressions()
 	n.mu.Lock()
 	srv := n.srv
 	n.mu.Unlock()
@@ -228,6 +262,7 @@ func (n *Node) Handler() http.Handler {
 		_ = json.NewEncoder(w).Encode(Info{Name: st.self, Draining: st.draining})
 	})
 	mux.HandleFunc("POST /v1/peer/messages", n.receive)
+	n.suppressionRoutes(mux)
 	return mux
 }
 

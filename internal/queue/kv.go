@@ -73,13 +73,21 @@ func (kv *KV) Delete(k string) error {
 
 // Walk calls fn for each key (without the namespace prefix) in order until
 // it returns false.
-func (kv *KV) Walk(fn func(k string, v []byte) bool) error {
+func (kv *KV) Walk(fn func(k string, v []byte) bool) error { return kv.WalkAfter("", fn) }
+
+// WalkAfter is Walk from the first key after after (paging: one seek, not
+// a walk past the earlier keys).
+func (kv *KV) WalkAfter(after string, fn func(k string, v []byte) bool) error {
 	if err := kv.q.enter(); err != nil {
 		return err
 	}
 	defer kv.q.leave()
+	lower := []byte(kv.prefix)
+	if after != "" {
+		lower = append(kv.key(after), 0)
+	}
 	upper := kv.prefix[:len(kv.prefix)-1] + string(rune(kv.prefix[len(kv.prefix)-1]+1))
-	return kv.q.scan([]byte(kv.prefix), []byte(upper), func(k, v []byte) bool {
+	return kv.q.scan(lower, []byte(upper), func(k, v []byte) bool {
 		return fn(string(k[len(kv.prefix):]), v)
 	})
 }
