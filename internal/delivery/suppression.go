@@ -61,7 +61,9 @@ func (e Suppression) supersedes(old Suppression) bool {
 
 // SuppressionStore keeps the entries, one key per address: the relay's
 // queue store (queue.Queue.Suppressions). Put with sync false may lose
-// the write in a crash (hit counts).
+// the write in a crash (hit counts). A store that also has
+// WalkAfter(after, fn), as queue.KV does, lets Changes seek to a page
+// instead of walking past the earlier keys.
 type SuppressionStore interface {
 	Get(key string) ([]byte, bool, error)
 	Put(key string, value []byte, sync bool) error
@@ -397,10 +399,15 @@ func (s *Suppressions) Changes(since time.Time, after string, limit int) ([]Supp
 	}
 	t := s.now()
 	var out []Suppression
-	err := s.store.Walk(func(k string, v []byte) bool {
-		if k <= after {
-			return true
-		}
+	walk := func(fn func(string, []byte) bool) error {
+		return s.store.Walk(func(k string, v []byte) bool { return k <= after || fn(k, v) })
+	}
+	if ws, ok := s.store.(interface {
+		WalkAfter(string, func(string, []byte) bool) error
+	}); ok {
+		walk = func(fn func(string, []byte) bool) error { return ws.WalkAfter(after, fn) }
+	}
+	err := walk(func(k string, v []byte) bool {
 		var e Suppression
 		if json.Unmarshal(v, &e) == nil && t.Before(e.Expires) && e.seen().After(since) {
 			out = append(out, e)
