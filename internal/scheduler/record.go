@@ -8,8 +8,17 @@ import (
 
 	"mailroom.io/mailroom/internal/delivery"
 	"mailroom.io/mailroom/internal/dsn"
+	"mailroom.io/mailroom/internal/events"
 	"mailroom.io/mailroom/internal/queue"
 )
+
+// EventSink turns delivery events into records written in the batch of
+// the state change that caused them, and hears when that batch is
+// durable (*events.Dispatcher).
+type EventSink interface {
+	Records(evs []events.Event) []queue.Record
+	Recorded(evs []events.Event)
+}
 
 // Recipient states in queue.Recipient.State.
 const (
@@ -38,6 +47,7 @@ func (s *Scheduler) record(id string, idx []int, results []delivery.Result, prev
 	m.LeaseUntil = time.Time{}
 
 	var failed, deferred, skipped []int // recipient indexes
+	var evs []events.Event              // delivered and deferred; failures once their DSN is queued
 	var notBefore time.Time
 	res := map[int]delivery.Result{}
 	for j, r := range results {
@@ -76,6 +86,7 @@ func (s *Scheduler) record(id string, idx []int, results []delivery.Result, prev
 		case delivery.Delivered:
 			rc.State = StateDelivered
 			s.m.finished.WithLabelValues("delivered", "").Inc()
+			evs = append(evs, events.ForResult(&m, r, rc.Attempts, now))
 		case delivery.Failed:
 			rc.State = StateFailed
 			failed = append(failed, i)
@@ -102,6 +113,9 @@ func (s *Scheduler) record(id string, idx []int, results []delivery.Result, prev
 			skipped = nil
 		} else {
 			m.NextAttempt = next
+			for _, i := range deferred {
+				evs = append(evs, events.ForResult(&m, res[i], m.Recipients[i].Attempts, now))
+			}
 			if !m.DelayWarned && policy.DelayWarningDue(m.ReceivedAt, now) {
 				m.DelayWarned = true
 				warn = append(deferred, skipped...)
@@ -147,26 +161,49 @@ func (s *Scheduler) record(id string, idx []int, results []delivery.Result, prev
 		}
 		m.NextAttempt = now.Add(policy.Delay(1, s.opts.Rand()))
 		s.log.Error("scheduler: queueing the failure DSN failed; retrying later", "msgID", m.ID, "err", err)
+	} else {
+		for _, i := range failed {
+			evs = append(evs, events.ForResult(&m, res[i], m.Recipients[i].Attempts, now))
+		}
 	}
 	if err := s.notify(&m, warn, res, dsn.Delayed, now, policy.Expires(m.ReceivedAt)); err != nil {
 		m.DelayWarned = false
 		s.log.Error("scheduler: queueing the delay DSN failed", "msgID", m.ID, "err", err)
 	}
-	return s.save(m)
+	return s.save(m, evs)
 }
 
-// save writes m's new state, or removes it once no recipient is pending.
-func (s *Scheduler) save(m queue.Message) error {
+// save writes m's new state, or removes it once no recipient is pending,
+// with the records of its events in the same batch.
+func (s *Scheduler) save(m queue.Message, evs []events.Event) error {
+	var rs []queue.Record
+	if s.opts.Events != nil {
+		rs = s.opts.Events.Records(evs)
+	}
 	for _, r := range m.Recipients {
 		if r.State == StatePending {
-			return s.q.Update(m)
+			err := s.q.Update(m, rs...)
+			if err == nil {
+				s.recorded(evs)
+			}
+			return err
 		}
 	}
-	if err := s.q.Remove(m.ID); err != nil && !errors.Is(err, queue.ErrNotFound) {
+	if err := s.q.RemoveWith(m.ID, rs...); err != nil {
+		if errors.Is(err, queue.ErrNotFound) {
+			return nil // deleted meanwhile: its events did not happen
+		}
 		return err
 	}
+	s.recorded(evs)
 	s.log.Info("scheduler: message finished", "msgID", m.ID, "from", m.From, "recipients", len(m.Recipients))
 	return nil
+}
+
+func (s *Scheduler) recorded(evs []events.Event) {
+	if s.opts.Events != nil {
+		s.opts.Events.Recorded(evs)
+	}
 }
 
 // expired turns the last deferral into the final failure of a message
@@ -209,13 +246,13 @@ func (s *Scheduler) notify(m *queue.Message, idx []int, res map[int]delivery.Res
 	if len(rcpts) == 0 {
 		return nil
 	}
-	return s.queueDSN(*m, rcpts, action)
+	return s.queueDSN(*m, rcpts, action, now)
 }
 
 // queueDSN builds a report about m and commits it to the queue from the
 // null sender, to m's envelope sender, DKIM-signed when the relay holds a
 // key for the report's From domain.
-func (s *Scheduler) queueDSN(m queue.Message, rcpts []dsn.Recipient, action dsn.Action) error {
+func (s *Scheduler) queueDSN(m queue.Message, rcpts []dsn.Recipient, action dsn.Action, now time.Time) error {
 	var hdr []byte
 	if rc, err := s.q.Open(m.ID); err == nil {
 		hdr, _ = dsn.OriginalHeader(rc, maxDSNHeader)
@@ -244,10 +281,22 @@ func (s *Scheduler) queueDSN(m queue.Message, rcpts []dsn.Recipient, action dsn.
 	for i, a := range msg.To {
 		to[i] = queue.Recipient{Address: a}
 	}
+	// dsn_sent events of m's recipients are durable with the DSN itself.
+	var evs []events.Event
+	var rs []queue.Record
+	if s.opts.Events != nil {
+		for _, r := range rcpts {
+			e := events.ForMessage(events.DSNSent, &m, now)
+			e.Recipient, e.EnhancedStatus, e.RemoteMTA = r.FinalRecipient, r.Status, r.RemoteMTA
+			evs = append(evs, e)
+		}
+		rs = s.opts.Events.Records(evs)
+	}
 	if err := w.Commit(queue.Message{From: "", Recipients: to, Origin: "dsn:" + m.ID, Header: sig,
-		EightBit: msg.EightBit, SMTPUTF8: msg.SMTPUTF8}); err != nil {
+		EightBit: msg.EightBit, SMTPUTF8: msg.SMTPUTF8}, rs...); err != nil {
 		return err
 	}
+	s.recorded(evs)
 	s.m.dsnQueued.WithLabelValues(string(action)).Inc()
 	s.log.Info("scheduler: DSN queued", "msgID", m.ID, "dsnID", w.ID(), "action", string(action), "to", m.From, "recipients", len(rcpts), "signed", sig != "")
 	return nil
