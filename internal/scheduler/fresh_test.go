@@ -93,3 +93,70 @@ func TestACrashDuringAFreshAttemptLeavesTheMessageDueAtItsLease(t *testing.T) {
 		t.Fatalf("%d messages due a minute after the crash, want 0", n)
 	}
 }
+
+// Fresh messages of a destination at its connection cap wait in memory,
+// leased, without holding a worker: another destination's message starts
+// at once, and the waiting ones are delivered, once each, as slots free.
+func TestFreshMessagesOfABusyDestinationWaitWithoutHoldingAWorker(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	e.run()
+	release := e.fake.hold()
+	defer release()
+	var busy []string
+	for range 15 {
+		busy = append(busy, e.enqueue("app@example.com", "u@busy.example"))
+	}
+	for range 10 { // the default per-destination cap
+		<-e.fake.started
+	}
+	other := e.enqueue("app@example.com", "u@other.example")
+	if got := <-e.fake.started; got != other {
+		t.Fatalf("started %s, want the other destination's message %s", got, other)
+	}
+	for _, id := range busy {
+		if m := e.get(id); m.LeaseUntil.IsZero() || !m.NextAttempt.Equal(t0.Add(10*time.Minute)) {
+			t.Fatalf("message %s of the busy destination is not leased: next %s, lease %s", id, m.NextAttempt, m.LeaseUntil)
+		}
+	}
+	if n := e.metric("mailroom_scheduler_intake_leases_total", nil); n != 16 {
+		t.Fatalf("intake leases %v, want 16", n)
+	}
+	release()
+	eventually(t, "every message is delivered", func() bool {
+		for _, id := range append(busy, other) {
+			if !e.gone(id) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, id := range append(busy, other) {
+		if c := e.fake.callsFor(id); len(c) != 1 {
+			t.Fatalf("%s delivered %d times, want once", id, len(c))
+		}
+	}
+}
+
+// A message still waiting for a slot at shutdown is due at once after the
+// restart, not only at its lease's next attempt.
+func TestAMessageWaitingAtShutdownIsDueAtOnceAfterTheRestart(t *testing.T) {
+	e := newEnv(t, defaultRetry())
+	e.run()
+	release := e.fake.hold()
+	for range 10 {
+		e.enqueue("app@example.com", "u@busy.example")
+	}
+	for range 10 {
+		<-e.fake.started
+	}
+	waiting := e.enqueue("app@example.com", "u@busy.example")
+	e.close() // cuts off the ten attempts in progress
+	release()
+	e.open()
+	m := e.get(waiting)
+	if !m.NextAttempt.IsZero() {
+		t.Fatalf("after a clean shutdown the waiting message is due at %s, want at once", m.NextAttempt)
+	}
+	e.run()
+	eventually(t, "the waiting message is delivered after the restart", func() bool { return e.gone(waiting) })
+}

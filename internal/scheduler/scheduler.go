@@ -46,8 +46,6 @@ type Options struct {
 	Sign    func(msg []byte) (string, error)
 	Metrics *Metrics
 	Logger  *slog.Logger
-	// Events, when set, records delivery events with each outcome (record.go).
-	Events EventSink
 	// Now and Rand are the clock and the jitter's randomness; defaults
 	// time.Now and math/rand/v2.
 	Now  func() time.Time
@@ -74,7 +72,13 @@ type Scheduler struct {
 	// inflight: messages with an attempt in progress or an outcome not yet
 	// written (parked). RAM holds only these, never the queue.
 	inflight map[string]bool
-	busy     map[string]int        // attempts in progress per destination
+	busy     map[string]int // attempts in progress per destination
+	// waiting: fresh messages of one destination, leased at intake while
+	// it was at its cap, in arrival order; they are in inflight too (no
+	// pass of the due index takes them) but hold no worker. nWaiting is
+	// their total, at most maxWaiting.
+	waiting  map[string][]leased
+	nWaiting int
 	dests    map[string]*destState // destinations with attempts in progress
 	paused   bool
 	// accepting: Start ran and Shutdown did not; fresh messages may be
@@ -126,7 +130,7 @@ func New(opts Options) (*Scheduler, error) {
 		opts: opts, q: opts.Queue, log: opts.Logger, m: opts.Metrics,
 		deliverCtx: ctx, cancelDeliver: cancel,
 		stop: make(chan struct{}), loopDone: make(chan struct{}), wake: make(chan struct{}, 1),
-		inflight: map[string]bool{}, busy: map[string]int{}, dests: map[string]*destState{},
+		inflight: map[string]bool{}, busy: map[string]int{}, dests: map[string]*destState{}, waiting: map[string][]leased{},
 		paused: opts.Paused, retry: opts.Retry,
 	}
 	s.m.observe(s)
@@ -187,6 +191,7 @@ func (s *Scheduler) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	s.stopOnce.Do(func() { close(s.stop) })
 	<-s.loopDone
+	s.unwait()
 	done := make(chan struct{})
 	go func() {
 		s.workers.Wait()
@@ -298,7 +303,8 @@ func (s *Scheduler) dispatch() time.Time {
 		s.mu.Unlock()
 		return s.writeBlocked
 	}
-	free := s.opts.Concurrency - len(s.inflight)
+	s.startWaiting(now)
+	free := s.opts.Concurrency - (len(s.inflight) - s.nWaiting)
 	s.mu.Unlock()
 	if free <= 0 {
 		return time.Time{} // a finishing worker wakes the loop
@@ -442,24 +448,29 @@ func (s *Scheduler) admitFresh(m *queue.Message) func(committed bool) {
 	now := s.opts.Now().UTC()
 	dests := s.destinations(m)
 	s.mu.Lock()
-	if !s.accepting || s.paused || now.Before(s.writeBlocked) || len(s.inflight) >= s.opts.Concurrency {
+	if !s.accepting || s.paused || now.Before(s.writeBlocked) {
 		s.mu.Unlock()
 		return nil
 	}
+	wait := len(s.inflight)-s.nWaiting >= s.opts.Concurrency
 	for _, dst := range dests {
 		if s.busy[dst] >= s.opts.PerDestination {
-			s.mu.Unlock()
-			return nil
+			wait = true
 		}
+	}
+	if wait && (len(dests) != 1 || s.nWaiting >= maxWaiting) {
+		// Only single-destination messages wait in memory, and only so
+		// many; the rest go through the due index.
+		s.mu.Unlock()
+		return nil
 	}
 	s.inflight[m.ID] = true
-	for _, dst := range dests {
-		s.busy[dst]++
-		if s.dests[dst] == nil {
-			s.dests[dst] = &destState{since: now}
-		}
+	if wait {
+		s.nWaiting++
+	} else {
+		s.take(dests, now)
+		s.workers.Add(1)
 	}
-	s.workers.Add(1)
 	policy := s.retry
 	s.mu.Unlock()
 	prev := m.NextAttempt
@@ -469,21 +480,98 @@ func (s *Scheduler) admitFresh(m *queue.Message) func(committed bool) {
 	}
 	m.NextAttempt, m.LeaseUntil = next, now.Add(leaseFor)
 	return func(committed bool) {
+		l := leased{current: m.Clone(), next: prev}
 		if committed {
 			s.m.freshAdmits.Inc()
-			go s.attempt(m.Clone(), dests, &leased{current: m.Clone(), next: prev})
+			if wait {
+				s.mu.Lock()
+				s.waiting[dests[0]] = append(s.waiting[dests[0]], l)
+				s.mu.Unlock()
+				s.Wake()
+				return
+			}
+			go s.attempt(l.current, dests, &l)
 			return
 		}
 		s.mu.Lock()
 		delete(s.inflight, m.ID)
-		for _, dst := range dests {
-			if s.busy[dst]--; s.busy[dst] <= 0 {
-				delete(s.busy, dst)
-				delete(s.dests, dst)
-			}
+		if wait {
+			s.nWaiting--
+		} else {
+			s.give(dests)
 		}
 		s.mu.Unlock()
-		s.workers.Done()
+		if !wait {
+			s.workers.Done()
+		}
+	}
+}
+
+// maxWaiting bounds the fresh messages waiting in memory for a slot of
+// their destination.
+const maxWaiting = 4096
+
+// take counts an attempt to dests as in progress; give undoes it. Both
+// with s.mu held.
+func (s *Scheduler) take(dests []string, now time.Time) {
+	for _, dst := range dests {
+		s.busy[dst]++
+		if s.dests[dst] == nil {
+			s.dests[dst] = &destState{since: now}
+		}
+	}
+}
+
+func (s *Scheduler) give(dests []string) {
+	for _, dst := range dests {
+		if s.busy[dst]--; s.busy[dst] <= 0 {
+			delete(s.busy, dst)
+			delete(s.dests, dst)
+		}
+	}
+}
+
+// startWaiting starts the waiting fresh messages whose destination has a
+// free slot, oldest first, within the concurrency; with s.mu held.
+func (s *Scheduler) startWaiting(now time.Time) {
+	for dst, ls := range s.waiting {
+		for len(ls) > 0 && s.busy[dst] < s.opts.PerDestination && len(s.inflight)-s.nWaiting < s.opts.Concurrency {
+			l := ls[0]
+			ls[0] = leased{}
+			ls = ls[1:]
+			s.nWaiting--
+			dests := []string{dst}
+			s.take(dests, now)
+			s.workers.Add(1)
+			go s.attempt(l.current, dests, &l)
+		}
+		if len(ls) == 0 {
+			delete(s.waiting, dst)
+		} else {
+			s.waiting[dst] = ls
+		}
+	}
+}
+
+// unwait makes the messages still waiting at shutdown due at once again
+// (they were due at their lease's next attempt). The write is not synced:
+// losing it only leaves them due at the lease.
+func (s *Scheduler) unwait() {
+	s.mu.Lock()
+	var ls []leased
+	for dst, w := range s.waiting {
+		ls = append(ls, w...)
+		delete(s.waiting, dst)
+	}
+	for _, l := range ls {
+		delete(s.inflight, l.current.ID)
+	}
+	s.nWaiting = 0
+	s.mu.Unlock()
+	for _, l := range ls {
+		if err := s.q.Postpone(l.current.ID, l.current.NextAttempt, l.next); err != nil && !errors.Is(err, queue.ErrNotFound) {
+			s.log.Warn("scheduler: making a waiting message due again at shutdown", "msgID", l.current.ID, "err", err)
+		}
 	}
 }
 
