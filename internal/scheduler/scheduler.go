@@ -46,6 +46,8 @@ type Options struct {
 	Sign    func(msg []byte) (string, error)
 	Metrics *Metrics
 	Logger  *slog.Logger
+	// Events, when set, records delivery events with each outcome (record.go).
+	Events EventSink
 	// Now and Rand are the clock and the jitter's randomness; defaults
 	// time.Now and math/rand/v2.
 	Now  func() time.Time
