@@ -448,7 +448,10 @@ func checkObjects(t *testing.T, h *harness, pool *v1alpha1.RelayPool) {
 	if err := h.get("mail", "transactional-relay", &svc); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprintf("%s %d %d", svc.Spec.Type, svc.Spec.Ports[0].Port, svc.Spec.Ports[1].Port); got != "ClusterIP 587 465" {
+	if len(svc.Spec.Ports) != 3 {
+		t.Fatalf("app Service ports: %+v", svc.Spec.Ports)
+	}
+	if got := fmt.Sprintf("%s %d %d %s:%d>%s", svc.Spec.Type, svc.Spec.Ports[0].Port, svc.Spec.Ports[1].Port, svc.Spec.Ports[2].Name, svc.Spec.Ports[2].Port, svc.Spec.Ports[2].TargetPort.String()); got != "ClusterIP 587 465 api:443>api" {
 		t.Errorf("app Service: %s", got)
 	}
 	if err := h.get("mail", "transactional-relay-headless", &headless); err != nil {
