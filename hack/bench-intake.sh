@@ -3,7 +3,8 @@
 # msg/s accepting ~5 KB messages from 20 concurrent sessions with fsync on
 # (Postfix's smtp-source as load generator for the relay on a trusted
 # network and for a throwaway Postfix instance), plus the relay with
-# STARTTLS + AUTH PLAIN from a Go client with p50/p99 latency.
+# STARTTLS + AUTH PLAIN from a Go client with p50/p99 latency, then the
+# HTTP API's JSON intake beside SMTP's with the ratio of the two.
 #
 # Usage: hack/bench-intake.sh [flags for test/bench/intake, e.g. -messages 50000]
 # Needs root (Postfix's master starts as root), the Debian postfix
@@ -30,4 +31,8 @@ fi
 mkdir -p bin
 go build -o bin/relay ./cmd/relay
 go build -o bin/bench-intake ./test/bench/intake
-exec bin/bench-intake -relay bin/relay "$@"
+go build -o bin/bench-api ./test/bench/api
+bin/bench-intake -relay bin/relay "$@"
+# The HTTP send API beside SMTP intake on one relay (test/bench/api): both
+# figures and the API's ratio to SMTP.
+exec bin/bench-api -relay bin/relay

@@ -1,0 +1,155 @@
+// Command api benchmarks the relay's HTTP send API intake beside its SMTP
+// intake, in the same run against the same relay process: ≈5 KB
+// messages from 20 concurrent clients, fsync on, DKIM signing, both
+// authenticated over TLS (HTTPS with HTTP Basic and keep-alive; STARTTLS
+// with AUTH PLAIN, one session per client). The runs alternate SMTP, API,
+// API, SMTP so drifting load from other processes affects both alike.
+// It prints each rate with p50/p99 latency and the API's rate as a ratio
+// of SMTP's. Everything listens on 127.0.0.1; hack/bench-intake.sh builds
+// and runs it.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"mailroom.io/mailroom/test/bench/benchkit"
+)
+
+var (
+	relayBin = flag.String("relay", "bin/relay", "relay binary")
+	messages = flag.Int("messages", 5000, "messages per measured run")
+	clients  = flag.Int("clients", 20, "concurrent clients")
+	size     = flag.Int("size", 5120, "message text size in bytes")
+	alg      = flag.String("dkim", "Ed25519", "DKIM key algorithm")
+	workDir  = flag.String("dir", "", "work directory (default: a new one under /var/tmp, removed afterwards)")
+)
+
+const warmup = 500
+
+func main() {
+	flag.Parse()
+	log.SetFlags(0)
+	dir := *workDir
+	if dir == "" {
+		d, err := os.MkdirTemp("/var/tmp", "mailroom-bench-api-")
+		benchkit.Must(err)
+		dir = d
+		defer os.RemoveAll(dir)
+	}
+	r := benchkit.NewRelay(*relayBin, filepath.Join(dir, "relay"), *alg, "{paused: true}")
+	apiAddr := benchkit.FreeAddr()
+	cfg, err := os.ReadFile(r.CfgPath)
+	benchkit.Must(err)
+	cfg = bytes.Replace(cfg, []byte("listeners: {"), []byte(fmt.Sprintf("listeners: {api: %q, ", apiAddr)), 1)
+	benchkit.Must(os.WriteFile(r.CfgPath, cfg, 0o600))
+	r.Start()
+	defer r.Stop()
+	fmt.Printf("API intake benchmark: %d messages of ~%d bytes, %d concurrent clients, DKIM %s, fsync on\n",
+		*messages, *size, *clients, *alg)
+
+	text := strings.Repeat(strings.Repeat("X", 77)+"\n", *size/78)
+	smtpMsg := benchkit.BenchMessage(*size, "sink@example.net", "bench@load.test")
+	body, err := json.Marshal(map[string]any{"from": "load@example.com", "to": []string{"sink@example.net"},
+		"subject": "bench", "text": text})
+	benchkit.Must(err)
+
+	smtpRun := func(n int) result {
+		return load("SMTP, STARTTLS + AUTH PLAIN (Go client)", n, func() (func() error, func()) {
+			c, err := smtp.DialStartTLS(r.SMTPAddr, r.TLSConfig())
+			benchkit.Must(err)
+			benchkit.Must(c.Auth(sasl.NewPlainClient("", benchkit.User, benchkit.Password)))
+			return func() error {
+				return c.SendMail("load@example.com", []string{"sink@example.net"}, bytes.NewReader(smtpMsg))
+			}, func() { c.Quit() }
+		})
+	}
+	tr := &http.Transport{TLSClientConfig: r.TLSConfig(), MaxIdleConnsPerHost: *clients}
+	hc := &http.Client{Transport: tr, Timeout: time.Minute}
+	apiRun := func(n int) result {
+		return load("HTTP API, HTTPS + Basic, JSON (Go client)", n, func() (func() error, func()) {
+			return func() error {
+				req, _ := http.NewRequest("POST", "https://"+apiAddr+"/v1/messages", bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.SetBasicAuth(benchkit.User, benchkit.Password)
+				resp, err := hc.Do(req)
+				if err != nil {
+					return err
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != http.StatusAccepted {
+					return fmt.Errorf("%d %s", resp.StatusCode, b)
+				}
+				return nil
+			}, func() {}
+		})
+	}
+	smtpRun(warmup)
+	apiRun(warmup)
+	s1, a1, a2, s2 := smtpRun(*messages), apiRun(*messages), apiRun(*messages), smtpRun(*messages)
+	smtpRate, apiRate := (s1.rate()+s2.rate())/2, (a1.rate()+a2.rate())/2
+	if got, want := int(r.Metric("mailroom_queue_depth")), 2*warmup+4**messages; got < want {
+		log.Fatalf("relay queued %d messages, want %d", got, want)
+	}
+	fmt.Printf("SMTP intake: %.0f msg/s\nHTTP API intake: %.0f msg/s (%.2f× SMTP)\n", smtpRate, apiRate, apiRate/smtpRate)
+}
+
+type result struct {
+	n        int
+	elapsed  time.Duration
+	p50, p99 time.Duration
+}
+
+func (r result) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }
+
+// load runs n operations over *clients workers; dial gives each worker
+// its operation and its cleanup.
+func load(name string, n int, dial func() (op func() error, done func())) result {
+	var next atomic.Int64
+	var mu sync.Mutex
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range *clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			op, done := dial()
+			defer done()
+			var mine []time.Duration
+			for next.Add(1) <= int64(n) {
+				t0 := time.Now()
+				benchkit.Must(op())
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	res := result{n: n, elapsed: time.Since(start)}
+	slices.Sort(lat)
+	res.p50, res.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+	if n != warmup {
+		fmt.Printf("  %s: %d in %s = %.0f msg/s, p50 %s, p99 %s\n", name, n, res.elapsed.Round(time.Millisecond),
+			res.rate(), benchkit.MS(res.p50), benchkit.MS(res.p99))
+	}
+	return res
+}
