@@ -88,6 +88,11 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 		q.Close()
 		return err
 	}
+	ev, err := startEvents(cfg, q, dl, m.Registry, log)
+	if err != nil {
+		q.Close()
+		return err
+	}
 	lc := &lifecycle{log: log, q: q, dl: dl, restart: make(chan struct{})}
 	if cfg.Peer != nil {
 		lc.node, err = peer.New(peer.Options{Spool: q, Logger: log.With("component", "peer"), Registerer: m.Registry}, cfg)
@@ -99,7 +104,7 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 	}
 	shareSuppressions(lc.node, dl.sup, log.With("component", "peer")) // before the peer listener serves
 	srv, err := relay.New(relay.Options{Config: cfg, ConfigPath: configPath, Queue: q, Logger: log, Metrics: m,
-		OnApply: lc.apply})
+		OnApply: ev.follow(lc.apply), OnQueued: ev.queued})
 	if err != nil {
 		dl.stop(context.Background())
 		q.Close()
@@ -117,7 +122,7 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 	if err != nil {
 		return fail(fmt.Errorf("listeners.admin: %w", err))
 	}
-	as := &http.Server{Handler: dl.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	as := &http.Server{Handler: ev.admin(dl.adminHandler()), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := as.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("relay: admin http", "err", err)
@@ -133,10 +138,6 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 			log.Error("relay: http", "err", err)
 		}
 	}()
-	stopAPI, err := startAPI(log, cfg, srv, q, dl, m.Registry)
-	if err != nil {
-		return fail(err)
-	}
 	if lc.node != nil {
 		pl, err := net.Listen("tcp", cfg.Listeners.Peer)
 		if err != nil {
@@ -177,8 +178,8 @@ wait:
 	hctx, hcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer hcancel()
 	_ = hs.Shutdown(hctx)
-	stopAPI(hctx)
 	_ = as.Shutdown(hctx)
+	ev.stop()
 	if err := q.Close(); err != nil {
 		return fmt.Errorf("closing queue: %w", err)
 	}

@@ -24,6 +24,8 @@ commands:
   quarantine           messages set aside because their stored data is unreadable
   suppressions         list suppressed recipients
   unsuppress ADDRESS
+  events [-credential USER] [-type TYPE] [-limit N]
+                       recent delivery events, newest first
 `
 
 // queueCommand is `relay queue`: a client of the admin API.
@@ -144,6 +146,26 @@ func queueCommand(args []string, stdout, stderr io.Writer) int {
 			for _, s := range list {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", s.Address, s.Added.UTC().Format(time.RFC3339),
 					s.Expires.UTC().Format(time.RFC3339), s.Hits, s.RemoteHost, strings.ReplaceAll(s.Reply, "\n", " "))
+			}
+		})
+	case "events":
+		sub := flag.NewFlagSet(cmd, flag.ContinueOnError)
+		sub.SetOutput(stderr)
+		cred := sub.String("credential", "", "only events of mail sent by this credential (username)")
+		typ := sub.String("type", "", "only events of this type: queued, delivered, deferred, bounced, suppressed, expired, dsn_sent")
+		limit := sub.Int("limit", 100, "at most this many events")
+		if err := sub.Parse(rest); err != nil || sub.NArg() != 0 {
+			return 2
+		}
+		list, err := c.Events(*cred, *typ, *limit)
+		if err != nil {
+			return fail(err)
+		}
+		return out(list, func(w *tabwriter.Writer) {
+			fmt.Fprintln(w, "TIME\tTYPE\tQUEUE ID\tRECIPIENT\tCREDENTIAL\tSTATUS\tATTEMPT\tREMOTE MTA\tREPLY")
+			for _, e := range list {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.Timestamp.UTC().Format(time.RFC3339), e.Type, e.QueueID,
+					e.Recipient, e.Credential, e.EnhancedStatus, e.Attempt, e.RemoteMTA, strings.ReplaceAll(e.Reply, "\n", " "))
 			}
 		})
 	case "unsuppress":

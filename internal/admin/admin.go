@@ -15,6 +15,8 @@
 //	DELETE /v1/messages/{id}?bounce=true  delete; bounce: DSN to the sender
 //	GET    /v1/suppressions
 //	DELETE /v1/suppressions/{address}
+//	GET    /v1/events?credential=&type=&limit=
+//	                                      recent delivery events, newest first (Events)
 //
 // Responses are JSON; errors are {"error": "..."} with a 4xx/5xx status.
 package admin
@@ -22,10 +24,12 @@ package admin
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 
 	"mailroom.io/mailroom/internal/delivery"
+	"mailroom.io/mailroom/internal/events"
 	"mailroom.io/mailroom/internal/queue"
 	"mailroom.io/mailroom/internal/scheduler"
 )
@@ -119,6 +123,36 @@ func Handler(s *scheduler.Scheduler, sup *delivery.Suppressions) http.Handler {
 			writeJSON(w, map[string]any{"address": r.PathValue("addr"), "removed": true})
 		})
 	}
+	return mux
+}
+
+// Events serves GET /v1/events from the event log, in front of next (the
+// rest of the admin API).
+func Events(next http.Handler, d *events.Dispatcher) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		f := events.Filter{Credential: q.Get("credential"), Type: events.Type(q.Get("type"))}
+		if f.Type != "" && !events.ValidType(string(f.Type)) {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("type must be one of %v", events.Types))
+			return
+		}
+		if l := q.Get("limit"); l != "" {
+			n, err := strconv.Atoi(l)
+			if err != nil || n < 0 {
+				writeError(w, http.StatusBadRequest, errors.New("limit must be a non-negative number"))
+				return
+			}
+			f.Limit = n
+		}
+		list, err := d.List(f)
+		if err != nil {
+			writeError(w, statusOf(err), err)
+			return
+		}
+		writeJSON(w, list)
+	})
+	mux.Handle("/", next)
 	return mux
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"mailroom.io/mailroom/internal/delivery"
+	"mailroom.io/mailroom/internal/events"
 	"mailroom.io/mailroom/internal/queue"
 	"mailroom.io/mailroom/internal/scheduler"
 )
@@ -96,4 +97,21 @@ func (c *Client) Suppressions() ([]delivery.Suppression, error) {
 // Unsuppress removes an address from the suppression list.
 func (c *Client) Unsuppress(addr string) error {
 	return c.do("DELETE", "/v1/suppressions/"+url.PathEscape(addr), nil, nil)
+}
+
+// Events lists recent delivery events, newest first; empty credential or
+// typ and zero limit mean any and the server's default.
+func (c *Client) Events(credential, typ string, limit int) ([]events.Event, error) {
+	var out []events.Event
+	q := url.Values{}
+	if credential != "" {
+		q.Set("credential", credential)
+	}
+	if typ != "" {
+		q.Set("type", typ)
+	}
+	if limit > 0 {
+		q.Set("limit", fmt.Sprint(limit))
+	}
+	return out, c.do("GET", "/v1/events", q, &out)
 }

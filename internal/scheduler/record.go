@@ -173,6 +173,10 @@ func (s *Scheduler) record(id string, idx []int, results []delivery.Result, prev
 	return s.save(m, evs)
 }
 
+// SetEvents makes the scheduler record delivery events (Options.Events)
+// when it was built without them; call it before Start.
+func (s *Scheduler) SetEvents(e EventSink) { s.opts.Events = e }
+
 // save writes m's new state, or removes it once no recipient is pending,
 // with the records of its events in the same batch.
 func (s *Scheduler) save(m queue.Message, evs []events.Event) error {
