@@ -138,6 +138,10 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 			log.Error("relay: http", "err", err)
 		}
 	}()
+	stopAPI, err := startAPI(log, cfg, srv, q, dl, m.Registry)
+	if err != nil {
+		return fail(err)
+	}
 	if lc.node != nil {
 		pl, err := net.Listen("tcp", cfg.Listeners.Peer)
 		if err != nil {
@@ -178,6 +182,7 @@ wait:
 	hctx, hcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer hcancel()
 	_ = hs.Shutdown(hctx)
+	stopAPI(hctx)
 	_ = as.Shutdown(hctx)
 	ev.stop()
 	if err := q.Close(); err != nil {
