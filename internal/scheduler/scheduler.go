@@ -362,12 +362,7 @@ func (s *Scheduler) dispatch() time.Time {
 				continue
 			}
 			s.inflight[m.ID] = true
-			for _, dst := range dests {
-				s.busy[dst]++
-				if s.dests[dst] == nil {
-					s.dests[dst] = &destState{since: now}
-				}
-			}
+			s.take(dests, now)
 			s.mu.Unlock()
 			free--
 			s.workers.Add(1)
@@ -476,11 +471,7 @@ func (s *Scheduler) admitFresh(m *queue.Message) func(committed bool) {
 	policy := s.retry
 	s.mu.Unlock()
 	prev := m.NextAttempt
-	next, giveUp := policy.Next(m.ReceivedAt, now, m.Attempts+1, s.opts.Rand())
-	if giveUp || next.IsZero() {
-		next = now.Add(policy.Delay(m.Attempts+1, s.opts.Rand()))
-	}
-	m.NextAttempt, m.LeaseUntil = next, now.Add(leaseFor)
+	s.setLease(policy, m, now)
 	return func(committed bool) {
 		l := leased{current: m.Clone(), next: prev}
 		if committed {
@@ -602,11 +593,8 @@ func (s *Scheduler) attempt(m queue.Message, dests []string, pre *leased) {
 				}
 				st.lastDone, st.backoff = now, 0
 			}
-			if s.busy[d]--; s.busy[d] <= 0 {
-				delete(s.busy, d)
-				delete(s.dests, d)
-			}
 		}
+		s.give(dests)
 		s.mu.Unlock()
 	}
 	defer func() {
@@ -655,6 +643,16 @@ type leased struct {
 	next    time.Time
 }
 
+// setLease sets m's lease and its next attempt as if the attempt will
+// fail.
+func (s *Scheduler) setLease(policy delivery.RetryPolicy, m *queue.Message, now time.Time) {
+	next, giveUp := policy.Next(m.ReceivedAt, now, m.Attempts+1, s.opts.Rand())
+	if giveUp || next.IsZero() {
+		next = now.Add(policy.Delay(m.Attempts+1, s.opts.Rand()))
+	}
+	m.NextAttempt, m.LeaseUntil = next, now.Add(leaseFor)
+}
+
 // leaseFor is how long an attempt may take before, after a crash, its
 // message counts as not in progress any more; it bounds the SMTP
 // timeouts of one transaction.
@@ -677,12 +675,7 @@ func (s *Scheduler) lease(id string) (leased, bool) {
 		return leased{}, false // rescheduled (admin) since dispatch
 	}
 	prev := m.NextAttempt
-	policy := s.retryPolicy()
-	next, giveUp := policy.Next(m.ReceivedAt, now, m.Attempts+1, s.opts.Rand())
-	if giveUp || next.IsZero() {
-		next = now.Add(policy.Delay(m.Attempts+1, s.opts.Rand()))
-	}
-	m.NextAttempt, m.LeaseUntil = next, now.Add(leaseFor)
+	s.setLease(s.retryPolicy(), &m, now)
 	if err := s.q.Update(m); err != nil {
 		s.m.stateWriteFailures.WithLabelValues("lease").Inc()
 		s.mu.Lock()
