@@ -22,6 +22,7 @@ import (
 
 	"mailroom.io/mailroom/internal/relay/password"
 	"mailroom.io/mailroom/internal/testutil/smtpsink"
+	"mailroom.io/mailroom/internal/testutil/webhookverify"
 )
 
 // hookEvent is the part of a webhook body the tests check.
@@ -156,31 +157,11 @@ func submitAuth(t *testing.T, p *relayProc, to []string, testID string) string {
 // implementation.
 func verifyPosts(t *testing.T, secret string, posts []hookPost) {
 	t.Helper()
-	type in struct {
-		Headers map[string]string `json:"headers"`
-		Body    []byte            `json:"body"`
-	}
-	req := struct {
-		Secret     string `json:"secret"`
-		Now        int64  `json:"now"`
-		Tolerance  int    `json:"tolerance"`
-		Deliveries []in   `json:"deliveries"`
-	}{Secret: secret, Now: time.Now().Unix(), Tolerance: 300}
+	var ps []webhookverify.Post
 	for _, p := range posts {
-		h := map[string]string{}
-		for k := range p.header {
-			h[k] = p.header.Get(k)
-		}
-		req.Deliveries = append(req.Deliveries, in{Headers: h, Body: p.body})
+		ps = append(ps, webhookverify.Post{Header: p.header, Body: p.body})
 	}
-	data, _ := json.Marshal(req)
-	cmd := exec.Command("python3", "../../internal/events/testdata/verify_webhook.py")
-	cmd.Stdin = bytes.NewReader(data)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("verify_webhook.py: %v\n%s", err, out)
-	}
-	for i, v := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+	for i, v := range webhookverify.Verify(t, secret, time.Now(), ps) {
 		if v != "ok" {
 			t.Fatalf("post %d (%s %s): python says %q", i, posts[i].event.Type, posts[i].event.ID, v)
 		}

@@ -1,17 +1,13 @@
 package events
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +17,7 @@ import (
 
 	"mailroom.io/mailroom/internal/queue"
 	"mailroom.io/mailroom/internal/relay/config"
+	"mailroom.io/mailroom/internal/testutil/webhookverify"
 )
 
 var t0 = time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)
@@ -150,33 +147,13 @@ func (f *fixture) pending(t *testing.T) []queue.PendingEvent {
 	return es
 }
 
-// pythonVerify checks deliveries with testdata/verify_webhook.py (only
-// Python's hmac, hashlib and base64) and returns its verdict per delivery.
+// pythonVerify checks deliveries with the independent Python
+// implementation (webhookverify) and returns its verdict per delivery.
 func pythonVerify(t *testing.T, secret string, now time.Time, ds []post) []string {
 	t.Helper()
-	type in struct {
-		Headers map[string]string `json:"headers"`
-		Body    []byte            `json:"body"`
-	}
-	req := struct {
-		Secret     string `json:"secret"`
-		Now        int64  `json:"now"`
-		Tolerance  int    `json:"tolerance"`
-		Deliveries []in   `json:"deliveries"`
-	}{Secret: secret, Now: now.Unix(), Tolerance: 300}
+	var posts []webhookverify.Post
 	for _, d := range ds {
-		h := map[string]string{}
-		for k := range d.Header {
-			h[k] = d.Header.Get(k)
-		}
-		req.Deliveries = append(req.Deliveries, in{Headers: h, Body: d.Body})
+		posts = append(posts, webhookverify.Post{Header: d.Header, Body: d.Body})
 	}
-	data, _ := json.Marshal(req)
-	cmd := exec.Command("python3", "testdata/verify_webhook.py")
-	cmd.Stdin = bytes.NewReader(data)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("verify_webhook.py: %v\n%s", err, out)
-	}
-	return strings.Split(strings.TrimSpace(string(out)), "\n")
+	return webhookverify.Verify(t, secret, now, posts)
 }
