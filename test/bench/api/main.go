@@ -45,13 +45,8 @@ const warmup = 500
 func main() {
 	flag.Parse()
 	log.SetFlags(0)
-	dir := *workDir
-	if dir == "" {
-		d, err := os.MkdirTemp("/var/tmp", "mailroom-bench-api-")
-		benchkit.Must(err)
-		dir = d
-		defer os.RemoveAll(dir)
-	}
+	dir, cleanup := benchkit.WorkDir(*workDir, "mailroom-bench-api-")
+	defer cleanup()
 	r := benchkit.NewRelay(*relayBin, filepath.Join(dir, "relay"), *alg, "{paused: true}")
 	apiAddr := benchkit.FreeAddr()
 	cfg, err := os.ReadFile(r.CfgPath)

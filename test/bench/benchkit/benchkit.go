@@ -44,6 +44,17 @@ func Must(err error) {
 	}
 }
 
+// WorkDir returns dir, or when it is empty a new directory under /var/tmp
+// named after prefix, and what removes the new one (nothing for dir).
+func WorkDir(dir, prefix string) (string, func()) {
+	if dir != "" {
+		return dir, func() {}
+	}
+	d, err := os.MkdirTemp("/var/tmp", prefix)
+	Must(err)
+	return d, func() { os.RemoveAll(d) }
+}
+
 // FreeAddr returns a free TCP address on 127.0.0.1.
 func FreeAddr() string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

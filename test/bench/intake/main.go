@@ -65,15 +65,8 @@ func (r result) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }
 func main() {
 	flag.Parse()
 	log.SetFlags(0)
-	dir := *workDir
-	if dir == "" {
-		d, err := os.MkdirTemp("/var/tmp", "mailroom-bench-")
-		if err != nil {
-			log.Fatal(err)
-		}
-		dir = d
-		defer os.RemoveAll(dir)
-	}
+	dir, cleanup := benchkit.WorkDir(*workDir, "mailroom-bench-")
+	defer cleanup()
 	// Postfix's daemons run as the postfix user and must reach their
 	// directories below this one.
 	must(os.Chmod(dir, 0o755))

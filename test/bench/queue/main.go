@@ -62,13 +62,8 @@ type level struct {
 func main() {
 	flag.Parse()
 	log.SetFlags(0)
-	dir := *workDir
-	if dir == "" {
-		d, err := os.MkdirTemp("/var/tmp", "mailroom-bench-queue-")
-		benchkit.Must(err)
-		dir = d
-		defer os.RemoveAll(dir)
-	}
+	dir, cleanup := benchkit.WorkDir(*workDir, "mailroom-bench-queue-")
+	defer cleanup()
 	var sizes []int
 	for _, s := range strings.Split(*levels, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
