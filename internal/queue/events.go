@@ -2,7 +2,6 @@ package queue
 
 import (
 	"bytes"
-	"encoding/binary"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -24,25 +23,6 @@ type PendingEvent struct {
 	Value []byte
 }
 
-func eventKey(prefix string, at time.Time, id string) []byte {
-	k := make([]byte, 0, len(prefix)+9+len(id))
-	k = append(k, prefix...)
-	k = binary.BigEndian.AppendUint64(k, dueTime(at))
-	k = append(k, '/')
-	return append(k, id...)
-}
-
-func parseEventKey(prefix string, k []byte) (time.Time, string, bool) {
-	if len(k) <= len(prefix)+9 || k[len(prefix)+8] != '/' {
-		return time.Time{}, "", false
-	}
-	var t time.Time
-	if n := binary.BigEndian.Uint64(k[len(prefix):]); n > 0 {
-		t = time.Unix(0, int64(n)).UTC()
-	}
-	return t, string(k[len(prefix)+9:]), true
-}
-
 // upperOf is the first key after every key with prefix p ("e/" -> "e0").
 func upperOf(p string) []byte { return []byte(p[:len(p)-1] + string(rune(p[len(p)-1]+1))) }
 
@@ -50,13 +30,13 @@ func upperOf(p string) []byte { return []byte(p[:len(p)-1] + string(rune(p[len(p
 // in the batch of the message change that caused it, it is durable
 // exactly when that change is.
 func PendingEventRecord(at time.Time, id string, value []byte) Record {
-	return Record{key: eventKey(pEvent, at, id), value: value}
+	return Record{key: timeKey(pEvent, at, id), value: value}
 }
 
 // EventLogRecord keeps an event for listing (relay queue events), at its
 // time, until PruneEventLog removes it.
 func EventLogRecord(at time.Time, id string, value []byte) Record {
-	return Record{key: eventKey(pEventLog, at, id), value: value}
+	return Record{key: timeKey(pEventLog, at, id), value: value}
 }
 
 // DueEvents returns up to limit pending events due at or before now,
@@ -67,27 +47,9 @@ func (q *Queue) DueEvents(now time.Time, from PendingEvent, limit int) ([]Pendin
 		return nil, time.Time{}, err
 	}
 	defer q.leave()
-	lower := []byte(pEvent)
-	if from.ID != "" {
-		lower = append(eventKey(pEvent, from.At, from.ID), 0)
-	}
-	end := dueTime(now)
 	var out []PendingEvent
-	var next time.Time
-	err := q.scan(lower, upperOf(pEvent), func(k, v []byte) bool {
-		t, id, ok := parseEventKey(pEvent, k)
-		if !ok {
-			return true
-		}
-		if dueTime(t) > end {
-			next = t
-			return false
-		}
-		if len(out) == limit {
-			next = now
-			return false
-		}
-		out = append(out, PendingEvent{At: t, ID: id, Value: bytes.Clone(v)})
+	next, err := q.scanDue(pEvent, now, from.At, from.ID, limit, func(at time.Time, id string, v []byte) bool {
+		out = append(out, PendingEvent{At: at, ID: id, Value: bytes.Clone(v)})
 		return true
 	})
 	return out, next, err
@@ -98,10 +60,10 @@ func (q *Queue) DueEvents(now time.Time, from PendingEvent, limit int) ([]Pendin
 // event due earlier, which at-least-once delivery allows.
 func (q *Queue) RescheduleEvent(e PendingEvent, at time.Time, value []byte) error {
 	return q.eventBatch(classState, func(b *pebble.Batch) error {
-		if err := b.Delete(eventKey(pEvent, e.At, e.ID), nil); err != nil {
+		if err := b.Delete(timeKey(pEvent, e.At, e.ID), nil); err != nil {
 			return err
 		}
-		return b.Set(eventKey(pEvent, at, e.ID), value, nil)
+		return b.Set(timeKey(pEvent, at, e.ID), value, nil)
 	})
 }
 
@@ -111,7 +73,7 @@ func (q *Queue) RescheduleEvent(e PendingEvent, at time.Time, value []byte) erro
 func (q *Queue) DeleteEvents(es ...PendingEvent) error {
 	return q.eventBatch(classFree, func(b *pebble.Batch) error {
 		for _, e := range es {
-			if err := b.Delete(eventKey(pEvent, e.At, e.ID), nil); err != nil {
+			if err := b.Delete(timeKey(pEvent, e.At, e.ID), nil); err != nil {
 				return err
 			}
 		}
@@ -143,7 +105,7 @@ func (q *Queue) EventLog(fn func(at time.Time, id string, value []byte) bool) er
 	}
 	defer it.Close()
 	for ok := it.Last(); ok; ok = it.Prev() {
-		t, id, good := parseEventKey(pEventLog, it.Key())
+		t, id, good := parseTimeKey(pEventLog, it.Key())
 		if good && !fn(t, id, it.Value()) {
 			return nil
 		}
@@ -154,7 +116,7 @@ func (q *Queue) EventLog(fn func(at time.Time, id string, value []byte) bool) er
 // PruneEventLog removes the listed events older than before.
 func (q *Queue) PruneEventLog(before time.Time) error {
 	return q.eventBatch(classFree, func(b *pebble.Batch) error {
-		return b.DeleteRange([]byte(pEventLog), eventKey(pEventLog, before, ""), nil)
+		return b.DeleteRange([]byte(pEventLog), timeKey(pEventLog, before, ""), nil)
 	})
 }
 

@@ -592,12 +592,28 @@ func msgKey(id string) []byte  { return []byte(pMsg + id) }
 func bodyKey(id string) []byte { return []byte(pBody + id) }
 func heldKey(id string) []byte { return []byte(pHeld + id) }
 
-func dueKey(t time.Time, id string) []byte {
-	k := make([]byte, 0, len(pDue)+8+1+len(id))
-	k = append(k, pDue...)
-	k = binary.BigEndian.AppendUint64(k, dueTime(t))
+func dueKey(t time.Time, id string) []byte { return timeKey(pDue, t, id) }
+
+// timeKey is a key of a time-ordered index (the due index, pending
+// events): prefix, 8-byte big-endian Unix nanoseconds (dueTime), '/', id.
+func timeKey(prefix string, at time.Time, id string) []byte {
+	k := make([]byte, 0, len(prefix)+9+len(id))
+	k = append(k, prefix...)
+	k = binary.BigEndian.AppendUint64(k, dueTime(at))
 	k = append(k, '/')
 	return append(k, id...)
+}
+
+// parseTimeKey splits a timeKey under prefix; the id must not be empty.
+func parseTimeKey(prefix string, k []byte) (time.Time, string, bool) {
+	if len(k) <= len(prefix)+9 || k[len(prefix)+8] != '/' {
+		return time.Time{}, "", false
+	}
+	var t time.Time
+	if n := binary.BigEndian.Uint64(k[len(prefix):]); n > 0 {
+		t = time.Unix(0, int64(n)).UTC()
+	}
+	return t, string(k[len(prefix)+9:]), true
 }
 
 // dueTime orders the due index; zero (due now) sorts first.
@@ -609,15 +625,11 @@ func dueTime(t time.Time) uint64 {
 }
 
 func parseDueKey(k []byte) (time.Time, string, bool) {
-	if len(k) != len(pDue)+8+1+idLength || k[len(pDue)+8] != '/' {
+	t, id, ok := parseTimeKey(pDue, k)
+	if !ok || len(id) != idLength {
 		return time.Time{}, "", false
 	}
-	n := binary.BigEndian.Uint64(k[len(pDue):])
-	var t time.Time
-	if n > 0 {
-		t = time.Unix(0, int64(n)).UTC()
-	}
-	return t, string(k[len(pDue)+9:]), true
+	return t, id, true
 }
 
 func destKey(domain, id string) []byte { return []byte(pDest + domain + "/" + id) }
@@ -1061,16 +1073,32 @@ func (q *Queue) DueBefore(now time.Time, from Due, limit int) ([]Due, time.Time,
 		return nil, time.Time{}, err
 	}
 	defer q.leave()
-	lower := []byte(pDue)
-	if from.ID != "" {
-		lower = append(dueKey(from.At, from.ID), 0)
-	}
-	upper := []byte("d0") // '/'+1
-	end := dueTime(now)
 	var out []Due
+	next, err := q.scanDue(pDue, now, from.At, from.ID, limit, func(at time.Time, id string, _ []byte) bool {
+		if len(id) != idLength {
+			return false
+		}
+		out = append(out, Due{ID: id, At: at})
+		return true
+	})
+	return out, next, err
+}
+
+// scanDue reads the time index under prefix from after (fromAt, fromID)
+// (fromID "": from the start), passing entries due at or before now to
+// add, which says whether it took one, until limit were taken. It returns
+// when the first later entry falls due (now: more are due already; zero:
+// none). The read is bounded by limit whatever the index's size.
+func (q *Queue) scanDue(prefix string, now, fromAt time.Time, fromID string, limit int, add func(at time.Time, id string, v []byte) bool) (time.Time, error) {
+	lower := []byte(prefix)
+	if fromID != "" {
+		lower = append(timeKey(prefix, fromAt, fromID), 0)
+	}
+	end := dueTime(now)
 	var next time.Time
-	err := q.scan(lower, upper, func(k, _ []byte) bool {
-		t, id, ok := parseDueKey(k)
+	taken := 0
+	err := q.scan(lower, upperOf(prefix), func(k, v []byte) bool {
+		t, id, ok := parseTimeKey(prefix, k)
 		if !ok {
 			return true
 		}
@@ -1078,14 +1106,16 @@ func (q *Queue) DueBefore(now time.Time, from Due, limit int) ([]Due, time.Time,
 			next = t
 			return false
 		}
-		if len(out) == limit {
-			next = now // more are due right now
+		if taken == limit {
+			next = now
 			return false
 		}
-		out = append(out, Due{ID: id, At: t})
+		if add(t, id, v) {
+			taken++
+		}
 		return true
 	})
-	return out, next, err
+	return next, err
 }
 
 // DueCount counts the messages due at or before now, reading at most max
