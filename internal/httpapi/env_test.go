@@ -2,18 +2,13 @@ package httpapi_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -31,6 +26,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"mailroom.io/mailroom/internal/apikey"
+	"mailroom.io/mailroom/internal/certs"
 	"mailroom.io/mailroom/internal/delivery"
 	"mailroom.io/mailroom/internal/dkim"
 	"mailroom.io/mailroom/internal/httpapi"
@@ -91,11 +87,18 @@ func newEnv(t *testing.T) *env {
 	for _, d := range []string{"example.com", "tight.example.com"} {
 		e.dns.Add(t, fmt.Sprintf("ed1._domainkey.%s. 300 IN TXT %q", d, rec))
 	}
-	certPEM, keyPEM := selfSigned(t)
-	writeFile(t, filepath.Join(e.dir, "tls.crt"), certPEM)
-	writeFile(t, filepath.Join(e.dir, "tls.key"), keyPEM)
+	ca, err := certs.NewCA(rand.Reader, "relay test CA", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := certs.Issue(rand.Reader, ca, []string{"relay.test"}, certs.Server, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(e.dir, "tls.crt"), leaf.Cert)
+	writeFile(t, filepath.Join(e.dir, "tls.key"), leaf.Key)
 	e.pool = x509.NewCertPool()
-	e.pool.AppendCertsFromPEM(certPEM)
+	e.pool.AppendCertsFromPEM(ca.Cert)
 
 	e.shopKey, _ = apikey.New(shopUser)
 	e.oldKey, _ = apikey.New(shopUser)
@@ -372,30 +375,6 @@ func writeFile(t *testing.T, path string, b []byte) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "relay.test"},
-		DNSNames:     []string{"relay.test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 }
 
 type syncBuffer struct {
