@@ -359,6 +359,10 @@ func TestPoolRendersRelaysAndCredentialsEndToEnd(t *testing.T) {
 		if err := h.get("shop", "shop", shop); err != nil {
 			t.Fatal(err)
 		}
+		var before v1alpha1.RelayPool
+		if err := h.get("mail", "transactional", &before); err != nil {
+			t.Fatal(err)
+		}
 		shop.Annotations = map[string]string{v1alpha1.AnnotationRotatePassword: "1"}
 		if err := h.c.Update(h.ctx, shop); err != nil {
 			t.Fatal(err)
@@ -373,9 +377,22 @@ func TestPoolRendersRelaysAndCredentialsEndToEnd(t *testing.T) {
 			}
 			return nil
 		})
-		h.eventually("the new password accepted", func() error {
-			return send(submit, &fresh, string(fresh.Data["password"]), "app@example.com", "someone@rcpt.test", "new password")
+		// Polling with the new password before the relay has it would be
+		// failed logins, which the relay's AUTH throttle counts: wait for
+		// the relay to report the configuration with it applied instead.
+		h.eventually("the relay applies the rotated password", func() error {
+			var pool v1alpha1.RelayPool
+			if err := h.get("mail", "transactional", &pool); err != nil {
+				return err
+			}
+			if pool.Status.AppliedRevision <= before.Status.AppliedRevision {
+				return fmt.Errorf("applied revision %d, was %d before the rotation", pool.Status.AppliedRevision, before.Status.AppliedRevision)
+			}
+			return nil
 		})
+		if err := send(submit, &fresh, string(fresh.Data["password"]), "app@example.com", "someone@rcpt.test", "new password"); err != nil {
+			t.Fatalf("the new password once the relay applied it: %v", err)
+		}
 		if err := send(submit, &fresh, old, "app@example.com", "someone@rcpt.test", "old password in grace"); err != nil {
 			t.Errorf("the old password during the grace period: %v", err)
 		}
