@@ -320,7 +320,7 @@ func (d *Dispatcher) pass() time.Time {
 			case h == nil:
 				d.drop(pe, e.Credential, "the credential no longer has a webhook for this type")
 				continue
-			case !now.Before(e.Timestamp.Add(s.retention)):
+			case now.After(e.Timestamp.Add(s.retention)):
 				d.drop(pe, e.Credential, fmt.Sprintf("not accepted within events.retention (%s, %d attempts)", s.retention, st.Attempts))
 				continue
 			}
@@ -386,7 +386,12 @@ func (d *Dispatcher) send(pe queue.PendingEvent, st stored, e *Event, h *hook, r
 	now := d.clk.Now()
 	at := now.Add(Backoff(d.opts.InitialBackoff, d.opts.MaxBackoff, st.Attempts))
 	// The last chance is at the end of the retention; then it is dropped.
-	if end := e.Timestamp.Add(retention); at.After(end) {
+	end := e.Timestamp.Add(retention)
+	if !now.Before(end) {
+		d.drop(pe, e.Credential, fmt.Sprintf("not accepted within events.retention (%s, %d attempts)", retention, st.Attempts))
+		return
+	}
+	if at.After(end) {
 		at = end
 	}
 	v, _ := json.Marshal(st)
