@@ -328,7 +328,9 @@ func buildMessage(req *MessageRequest) ([]byte, relay.APISubmission, error) {
 		if strings.ContainsAny(v, "\r\n") {
 			return nil, sub, &fieldError{f, "must not contain line breaks"}
 		}
-		h.Set(name, v)
+		if err := addNamed(&h.Header.Header, name, v); err != nil {
+			return nil, sub, err
+		}
 	}
 
 	var inline, attached []entity
@@ -579,4 +581,20 @@ func hasNonASCIIAddress(l []*mail.Address) bool {
 		}
 	}
 	return false
+}
+
+// addNamed adds the field name: v keeping name as the caller wrote it
+// (go-message's Add writes the canonical form, X-Test-Id for X-Test-ID),
+// folded by go-message as any other field.
+func addNamed(h *textproto.Header, name, v string) error {
+	var one textproto.Header
+	one.Set(name, v)
+	var b bytes.Buffer
+	if err := textproto.WriteHeader(&b, one); err != nil {
+		return err
+	}
+	raw := bytes.TrimSuffix(b.Bytes(), []byte("\r\n")) // the blank line ending the section
+	copy(raw, name)                                    // same length: only the case differs
+	h.AddRaw(raw)
+	return nil
 }
