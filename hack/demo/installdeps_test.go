@@ -49,9 +49,15 @@ func TestInstallTestDepsStopsOnlyTheDaemonItsInstallStarted(t *testing.T) {
 		"id":                     "echo 0",
 		"debconf-set-selections": "cat >/dev/null",
 		"service":                "exit 1", // no init scripts in this container
+		// The real named writes its pid file once it runs as named; until the
+		// child has exec'd it is still this shell, which the script rightly
+		// refuses to kill, so the fake waits for the exec as named would.
 		"apt-get": `case "$*" in *install*)
-	nohup "$FAKE_DIR/pkg/named" 300 >/dev/null 2>&1 &
-	echo $! >"$NAMED_PIDFILE";;
+	"$FAKE_DIR/pkg/named" 300 >/dev/null 2>&1 &
+	pid=$!
+	i=0
+	while [ "$(cat /proc/$pid/comm 2>/dev/null)" != named ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done
+	echo $pid >"$NAMED_PIDFILE";;
 esac`,
 	}
 	for name, body := range fakes {
