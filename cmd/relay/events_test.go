@@ -37,6 +37,7 @@ type hookEvent struct {
 	RemoteMTA      string            `json:"remoteMta"`
 	Attempt        int               `json:"attempt"`
 	BounceType     string            `json:"bounceType"`
+	BounceClass    string            `json:"bounceClass"`
 	Credential     string            `json:"credential"`
 	Metadata       map[string]string `json:"metadata"`
 }
@@ -204,14 +205,14 @@ func TestWebhookEventsForDeliveredDeferredBouncedAndExpiredMail(t *testing.T) {
 		t.Fatalf("later@ delivered on its second attempt: %+v", d)
 	}
 	b := rcv.byType("bounced", "gone@example.net")
-	if len(b) != 1 || b[0].EnhancedStatus != "5.1.1" || b[0].BounceType != "hard" || !strings.Contains(b[0].Reply, "550 5.1.1 no such user here") {
+	if len(b) != 1 || b[0].EnhancedStatus != "5.1.1" || b[0].BounceType != "hard" || b[0].BounceClass != "invalid_recipient" || !strings.Contains(b[0].Reply, "550 5.1.1 no such user here") {
 		t.Fatalf("bounced event: %+v", b)
 	}
 	if n := len(rcv.byType("deferred", "stuck@example.net")); n < 1 {
 		t.Fatalf("no deferred event for stuck@ before it expired")
 	}
 	ex := rcv.byType("expired", "stuck@example.net")
-	if len(ex) != 1 || ex[0].EnhancedStatus != "5.4.7" || ex[0].BounceType != "soft" || !strings.Contains(ex[0].Reply, "451 4.3.0") {
+	if len(ex) != 1 || ex[0].EnhancedStatus != "5.4.7" || ex[0].BounceType != "soft" || ex[0].BounceClass != "other" || !strings.Contains(ex[0].Reply, "451 4.3.0") {
 		t.Fatalf("expired event: %+v", ex)
 	}
 	poll(t, "dsn_sent events for the bounced and the expired recipient", 20*time.Second, func() bool {

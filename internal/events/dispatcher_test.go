@@ -172,8 +172,8 @@ func TestOnlyWantedEventsAreStoredButAllAreCountedAndListed(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	f := newFixture(t, hookConfig(rcv.URL, newSecret(t), []string{"127.0.0.1/32"}, time.Hour, "bounced"), Options{Registerer: reg})
 	f.submit(t, "shop.shop", func(m *queue.Message) []Event {
-		bounced := ForResult(m, delivery.Result{Recipient: "ann@example.net", Status: delivery.Failed, Reason: delivery.ReasonUnknownUser,
-			Code: "5.1.1", Reply: delivery.Reply{Code: 550, Enhanced: "5.1.1", Text: "no such user"}}, 2, t0.Add(time.Second))
+		bounced := ForResult(m, classified(delivery.Result{Recipient: "ann@example.net", Status: delivery.Failed, Reason: delivery.ReasonUnknownUser,
+			Code: "5.1.1", Reply: delivery.Reply{Code: 550, Enhanced: "5.1.1", Text: "no such user"}}), 2, t0.Add(time.Second))
 		return append(delivered(m), bounced)
 	})
 	f.submit(t, "quiet.shop", delivered) // no webhook
@@ -194,7 +194,7 @@ func TestOnlyWantedEventsAreStoredButAllAreCountedAndListed(t *testing.T) {
 		t.Fatalf("list (newest first): %+v", all)
 	}
 	bounced, _ := f.d.List(Filter{Credential: "shop.shop", Type: Bounced})
-	if len(bounced) != 1 || bounced[0].BounceType != Hard || bounced[0].EnhancedStatus != "5.1.1" || bounced[0].Attempt != 2 {
+	if len(bounced) != 1 || bounced[0].BounceType != Hard || bounced[0].BounceClass != "invalid_recipient" || bounced[0].EnhancedStatus != "5.1.1" || bounced[0].Attempt != 2 {
 		t.Fatalf("bounced events: %+v", bounced)
 	}
 	if one, _ := f.d.List(Filter{Limit: 1}); len(one) != 1 {

@@ -111,18 +111,16 @@ func ForResult(m *queue.Message, r delivery.Result, attempt int, at time.Time) E
 	if e.RemoteMTA == "" {
 		e.RemoteMTA = r.RemoteIP
 	}
+	e.BounceClass = r.Class.String()
 	switch t {
-	case Bounced, Suppressed:
-		e.BounceClass, e.BounceType = bounceClass(r), Hard
+	case Bounced:
+		// A 5xx "mailbox full" or "throttled" is permanent for this
+		// message but says nothing final about the address.
+		e.BounceType = r.Class.Severity()
+	case Suppressed:
+		e.BounceType = Hard
 	case Expired:
-		e.BounceClass, e.BounceType = bounceClass(r), Soft
-	case Deferred:
-		e.BounceClass = bounceClass(r)
+		e.BounceType = Soft
 	}
 	return e
 }
-
-// bounceClass is the class of a failure or deferral. delivery.Result
-// gains a Class (package bounce) in a parallel change; until then it is
-// empty, and this is the one line to switch.
-func bounceClass(r delivery.Result) string { return "" }

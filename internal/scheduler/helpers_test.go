@@ -143,6 +143,7 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, msg delivery.Message, rcpts
 		} else if o.status == delivery.Failed {
 			res.Reason = delivery.ReasonUnknownUser
 		}
+		res.Class = delivery.ClassOf(res) // as the real engine classifies
 		out[i] = res
 	}
 	return out

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"mailroom.io/mailroom/internal/bounce"
 	"mailroom.io/mailroom/internal/delivery"
 	"mailroom.io/mailroom/internal/dsn"
 	"mailroom.io/mailroom/internal/events"
@@ -222,6 +223,16 @@ func expired(last delivery.Result, received, now time.Time) delivery.Result {
 		r.Detail += "; last attempt: " + strings.ReplaceAll(d, "\n", " ")
 	}
 	r.Reply = delivery.Reply{}
+	// The class stays the last deferral's (what kept failing), but never
+	// permanent: the relay gave up on temporary failures, so the address
+	// is not a hard bounce.
+	if r.Class.Kind == bounce.None {
+		r.Class = delivery.ClassOf(last)
+	}
+	if r.Class.Kind == bounce.None {
+		r.Class.Kind = bounce.Other
+	}
+	r.Class.Permanent = false
 	return r
 }
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"mailroom.io/mailroom/internal/bounce"
+	"mailroom.io/mailroom/internal/delivery"
 	"mailroom.io/mailroom/internal/queue"
 	"mailroom.io/mailroom/internal/scheduler"
 )
@@ -203,6 +205,26 @@ func TestAMessageThatOutlivesMaxAgeFailsWithADSN(t *testing.T) {
 	}
 	if n := e.metric("mailroom_queue_recipients_finished_total", map[string]string{"status": "bounced", "reason": "expired"}); n != 1 {
 		t.Errorf("finished bounced/expired = %v, want 1", n)
+	}
+}
+
+func TestAnExpiredMessagesDSNSaysWhatKeptFailing(t *testing.T) {
+	retry := defaultRetry()
+	retry.MaxAge, retry.DelayWarningAfter = 2*time.Hour, 0
+	e := newEnv(t, retry)
+	e.fake.answer("full@example.org", outcome{delivery.Deferred, 452, "4.2.2 mailbox full"})
+	id := e.enqueue("app@example.com", "full@example.org")
+	e.run()
+	e.settle()
+	for !e.gone(id) && e.clock.Now().Before(t0.Add(4*time.Hour)) {
+		e.clock.Advance(time.Hour)
+		e.s.Wake()
+		e.settle()
+	}
+	dsns := e.fake.dsnsTo("app@example.com")
+	if len(dsns) != 1 || !strings.Contains(dsns[0].data, "Status: 5.4.7") ||
+		!strings.Contains(dsns[0].data, bounce.Class{Kind: bounce.MailboxFull}.Sentence()) {
+		t.Fatalf("want one failure DSN with 5.4.7 saying the mailbox was full, got %v", dsns)
 	}
 }
 
