@@ -3,15 +3,20 @@
 // on the pod's volume, and a client the suite runs with `kubectl exec` to
 // reach Services by DNS name from inside a pod (the image has no shell or
 // curl), and an SMTP submission client an application pod runs with the
-// credential Secret of an SMTPCredential in its environment.
+// credential Secret of an SMTPCredential in its environment; and, for the
+// HTTP API and delivery events, a client of the relay's API and a webhook
+// receiver that verifies Standard Webhooks signatures.
 //
 //	e2e-helper serve -listen :8080 -data /data
 //	e2e-helper get http://helper.ns.svc.cluster.local:8080/healthz
 //	e2e-helper submit -from app@example.com -to rcpt@example.net -subject S
+//	e2e-helper hooks -listen :8080 -path /hooks
+//	e2e-helper api-send -from app@example.com -to rcpt@example.net -subject S
 package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,7 +31,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: e2e-helper serve|get|submit ...")
+		fmt.Fprintln(os.Stderr, "usage: e2e-helper serve|get|submit|hooks|api-send ...")
 		os.Exit(2)
 	}
 	var err error
@@ -37,6 +42,10 @@ func main() {
 		err = get(os.Args[2:])
 	case "submit":
 		err = submit(os.Args[2:])
+	case "hooks":
+		err = hooks(os.Args[2:])
+	case "api-send":
+		err = apiSend(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -88,9 +97,15 @@ func serve(args []string) error {
 		}
 		w.Write(body)
 	})
-	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	// Exit promptly on SIGTERM so deleting the pod does not wait out the
-	// grace period (the suite deletes pods on purpose).
+	fmt.Printf("e2e-helper: serving on %s, data in %s, uid %d\n", *listen, *data, os.Getuid())
+	return listenAndServe(*listen, mux)
+}
+
+// listenAndServe serves h on addr until SIGTERM or SIGINT. It exits
+// promptly on SIGTERM so deleting the pod does not wait out the grace
+// period (the suite deletes pods on purpose).
+func listenAndServe(addr string, h http.Handler) error {
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go func() {
@@ -99,11 +114,31 @@ func serve(args []string) error {
 		defer cancel()
 		srv.Shutdown(shutdown)
 	}()
-	fmt.Printf("e2e-helper: serving on %s, data in %s, uid %d\n", *listen, *data, os.Getuid())
 	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// requireEnv returns the named environment variables (an application's
+// Secret keys), failing on an empty one.
+func requireEnv(keys ...string) (map[string]string, error) {
+	env := map[string]string{}
+	for _, k := range keys {
+		if env[k] = os.Getenv(k); env[k] == "" {
+			return nil, fmt.Errorf("environment variable %s is empty", k)
+		}
+	}
+	return env, nil
+}
+
+// certPool holds the PEM certificates of env[key] (the pool's CA).
+func certPool(env map[string]string, key string) (*x509.CertPool, error) {
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(env[key])) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", key)
+	}
+	return roots, nil
 }
 
 // writeFileSync writes and fsyncs, so what the suite wrote survives the pod

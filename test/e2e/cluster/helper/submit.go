@@ -32,15 +32,13 @@ func submit(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	env := map[string]string{}
-	for _, k := range []string{"SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_CA_CRT"} {
-		if env[k] = os.Getenv(k); env[k] == "" {
-			return fmt.Errorf("environment variable %s is empty", k)
-		}
+	env, err := requireEnv("SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_CA_CRT")
+	if err != nil {
+		return err
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM([]byte(env["SMTP_CA_CRT"])) {
-		return errors.New("SMTP_CA_CRT holds no PEM certificate")
+	roots, err := certPool(env, "SMTP_CA_CRT")
+	if err != nil {
+		return err
 	}
 	addr := net.JoinHostPort(env["SMTP_HOST"], env["SMTP_PORT"])
 	deadline := time.Now().Add(*timeout)
