@@ -248,7 +248,7 @@ func TestDeleteSilentlyOrWithABounce(t *testing.T) {
 
 func TestSuppressionsListAndRemove(t *testing.T) {
 	e := newEnv(t)
-	if err := e.sup.Add("Gone@Example.org", "550 5.1.1 no such user", "mx.example.org"); err != nil {
+	if err := e.sup.Add("Gone@Example.org", "550 5.1.1 no such user", "mx.example.org", ""); err != nil {
 		t.Fatal(err)
 	}
 	list, err := e.c.Suppressions()
@@ -311,7 +311,7 @@ func TestRelayQueueCommands(t *testing.T) {
 	keep := e.deferred("app@example.com", "x@one.example")
 	silent := e.deferred("app@example.com", "y@one.example")
 	bounced := e.deferred("app@example.com", "z@one.example")
-	e.sup.Add("gone@example.org", "550 5.1.1 no such user", "mx.example.org")
+	e.sup.Add("gone@example.org", "550 5.1.1 no such user", "mx.example.org", "")
 
 	out, err := e.relayQueue("list", "-state", "deferred")
 	if err != nil || !strings.Contains(out, keep) || !strings.Contains(out, "x@one.example") {

@@ -400,7 +400,7 @@ func (d *Deliverer) record(msg Message, rcpt Recipient, res Result) {
 		"remoteHost", res.RemoteHost, "remoteIP", res.RemoteIP, "tls", res.TLSVersion,
 		"reply", res.Reply.String(), "detail", res.Detail, "duration", res.Duration)
 	if res.SuppressionCandidate && d.opts.Suppressions != nil {
-		if err := d.opts.Suppressions.Add(rcpt.Address, res.Reply.String(), res.RemoteHost); err != nil {
+		if err := d.opts.Suppressions.Add(rcpt.Address, res.Reply.String(), res.RemoteHost, msg.From); err != nil {
 			d.log.Error("suppression list", "rcpt", rcpt.Address, "error", err)
 		}
 	}

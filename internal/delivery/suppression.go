@@ -29,6 +29,11 @@ type Suppression struct {
 	// the member that did it. Zero in entries written before the list was
 	// shared: Added stands for it.
 	Updated time.Time `json:"updated,omitzero"`
+	// SenderDomains are the domains of the envelope senders whose mail
+	// bounced at the address (the newest last, at most
+	// maxSenderDomains): the HTTP API shows and lifts an entry only for
+	// credentials allowed to send as one of them.
+	SenderDomains []string `json:"senderDomains,omitempty"`
 	// Removed marks a tombstone: the suppression was lifted at Updated.
 	// It is kept until Expires, so that a member that still holds the old
 	// entry cannot bring it back.
@@ -148,9 +153,14 @@ func next(now time.Time, old Suppression, exists bool) time.Time {
 	return now
 }
 
-// Add suppresses addr because of reply (from host). Adding an address that
-// is already suppressed renews it.
-func (s *Suppressions) Add(addr, reply, host string) error {
+// maxSenderDomains bounds an entry's SenderDomains: an address many
+// senders mail keeps the most recent ones.
+const maxSenderDomains = 16
+
+// Add suppresses addr because of reply (from host) to mail from sender
+// (the envelope sender; "" for none). Adding an address that is already
+// suppressed renews it and adds sender's domain to its SenderDomains.
+func (s *Suppressions) Add(addr, reply, host, sender string) error {
 	k := normalizeAddress(addr)
 	if k == "" {
 		return errors.New("suppression: empty address")
@@ -163,6 +173,14 @@ func (s *Suppressions) Add(addr, reply, host string) error {
 		Updated: next(t, old, exists), Seen: t}
 	if exists && !old.Removed {
 		e.Hits = old.Hits
+		e.SenderDomains = old.SenderDomains
+	}
+	if i := strings.LastIndexByte(sender, '@'); i >= 0 && i < len(sender)-1 {
+		d := normalizeAddress(sender[i+1:])
+		e.SenderDomains = append(slices.DeleteFunc(slices.Clone(e.SenderDomains), func(x string) bool { return x == d }), d)
+		if n := len(e.SenderDomains); n > maxSenderDomains {
+			e.SenderDomains = e.SenderDomains[n-maxSenderDomains:]
+		}
 	}
 	err := s.write(e, old, exists, true)
 	mu.Unlock()

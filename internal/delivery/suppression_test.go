@@ -33,7 +33,7 @@ func TestSuppressionSurvivesReopening(t *testing.T) {
 	dir := t.TempDir()
 	c := newClock()
 	s, done := openSuppressions(t, dir, 30*24*time.Hour, c.Now)
-	if err := s.Add("Bob@Example.NET", unknownReply, "mx1.example.net"); err != nil {
+	if err := s.Add("Bob@Example.NET", unknownReply, "mx1.example.net", ""); err != nil {
 		t.Fatal(err)
 	}
 	done()
@@ -49,10 +49,36 @@ func TestSuppressionSurvivesReopening(t *testing.T) {
 	}
 }
 
+func TestASuppressionRemembersTheSenderDomainsWhoseMailBouncedThere(t *testing.T) {
+	c := newClock()
+	s, _ := delivery.NewSuppressions(nil, time.Hour, c.Now)
+	_ = s.Add("bob@example.net", unknownReply, "", "App@Shop.Example.COM")
+	c.Advance(time.Minute)
+	_ = s.Add("bob@example.net", unknownReply, "", "news@other.example.com")
+	_ = s.Add("bob@example.net", unknownReply, "", "") // a DSN's null sender adds none
+	_ = s.Add("bob@example.net", unknownReply, "", "again@shop.example.com")
+	e, _ := s.Lookup("bob@example.net")
+	if want := []string{"other.example.com", "shop.example.com"}; !slices.Equal(e.SenderDomains, want) {
+		t.Fatalf("sender domains %v, want %v (each once, the newest last)", e.SenderDomains, want)
+	}
+	for i := range 40 {
+		_ = s.Add("bob@example.net", unknownReply, "", fmt.Sprintf("a@d%d.example", i))
+	}
+	e, _ = s.Lookup("bob@example.net")
+	if len(e.SenderDomains) != 16 || e.SenderDomains[15] != "d39.example" {
+		t.Errorf("after 40 more senders: %d domains %v, want the newest 16", len(e.SenderDomains), e.SenderDomains)
+	}
+	_, _ = s.Remove("bob@example.net")
+	_ = s.Add("bob@example.net", unknownReply, "", "x@fresh.example")
+	if e, _ := s.Lookup("bob@example.net"); !slices.Equal(e.SenderDomains, []string{"fresh.example"}) {
+		t.Errorf("re-added after lifting: %v, want only the new sender's domain", e.SenderDomains)
+	}
+}
+
 func TestSuppressionExpires(t *testing.T) {
 	c := newClock()
 	s, _ := delivery.NewSuppressions(nil, time.Hour, c.Now)
-	_ = s.Add("bob@example.net", unknownReply, "")
+	_ = s.Add("bob@example.net", unknownReply, "", "")
 	c.Advance(59 * time.Minute)
 	if _, ok := s.Lookup("bob@example.net"); !ok {
 		t.Fatal("expired early")
@@ -69,8 +95,8 @@ func TestSuppressionExpires(t *testing.T) {
 func TestSuppressionRemoveLiftsIt(t *testing.T) {
 	s, done := openSuppressions(t, t.TempDir(), time.Hour, nil)
 	defer done()
-	_ = s.Add("bob@example.net", unknownReply, "")
-	_ = s.Add("alice@example.net", unknownReply, "")
+	_ = s.Add("bob@example.net", unknownReply, "", "")
+	_ = s.Add("alice@example.net", unknownReply, "", "")
 	removed, err := s.Remove("BOB@example.net")
 	if err != nil || !removed {
 		t.Fatalf("Remove = %v, %v", removed, err)
@@ -89,7 +115,7 @@ func TestSuppressionRemoveLiftsIt(t *testing.T) {
 func TestSuppressionHitsAreCountedAndKept(t *testing.T) {
 	dir := t.TempDir()
 	s, done := openSuppressions(t, dir, time.Hour, nil)
-	_ = s.Add("bob@example.net", unknownReply, "")
+	_ = s.Add("bob@example.net", unknownReply, "", "")
 	s.Hit("bob@example.net")
 	e, _ := s.Hit("bob@example.net")
 	if e.Hits != 2 {
@@ -132,7 +158,7 @@ func copyChanges(t *testing.T, from, to *delivery.Suppressions, since time.Time)
 
 func TestSuppressionMergedFromAnotherMemberIsHonoured(t *testing.T) {
 	a, b, c := twoMembers(t, time.Hour)
-	if err := a.Add("Bob@example.net", unknownReply, "mx1.example.net"); err != nil {
+	if err := a.Add("Bob@example.net", unknownReply, "mx1.example.net", ""); err != nil {
 		t.Fatal(err)
 	}
 	if n := copyChanges(t, a, b, time.Time{}); n != 1 {
@@ -153,7 +179,7 @@ func TestSuppressionMergedFromAnotherMemberIsHonoured(t *testing.T) {
 
 func TestSuppressionRemovalWinsOverTheOlderEntryEverywhere(t *testing.T) {
 	a, b, c := twoMembers(t, time.Hour)
-	_ = a.Add("bob@example.net", unknownReply, "")
+	_ = a.Add("bob@example.net", unknownReply, "", "")
 	copyChanges(t, a, b, time.Time{})
 	c.Advance(time.Second)
 	if removed, err := b.Remove("bob@example.net"); err != nil || !removed {
@@ -176,7 +202,7 @@ func TestSuppressionRemovalWinsOverTheOlderEntryEverywhere(t *testing.T) {
 	}
 	// A new hard bounce later suppresses it again, everywhere.
 	c.Advance(time.Second)
-	_ = a.Add("bob@example.net", unknownReply, "")
+	_ = a.Add("bob@example.net", unknownReply, "", "")
 	copyChanges(t, a, b, time.Time{})
 	if _, ok := b.Lookup("bob@example.net"); !ok {
 		t.Error("a later bounce was not honoured after a removal")
@@ -185,7 +211,7 @@ func TestSuppressionRemovalWinsOverTheOlderEntryEverywhere(t *testing.T) {
 
 func TestSuppressionTombstoneIsKeptUntilTheEntryWouldHaveExpired(t *testing.T) {
 	a, b, c := twoMembers(t, time.Hour)
-	_ = a.Add("bob@example.net", unknownReply, "")
+	_ = a.Add("bob@example.net", unknownReply, "", "")
 	copyChanges(t, a, b, time.Time{})
 	c.Advance(10 * time.Minute)
 	_, _ = a.Remove("bob@example.net")
@@ -266,9 +292,9 @@ func TestSuppressionOnChangeReportsThisMembersChangesOnly(t *testing.T) {
 	a, b, c := twoMembers(t, time.Hour)
 	var got []string
 	b.OnChange(func(e delivery.Suppression) { got = append(got, fmt.Sprintf("%s removed=%v", e.Address, e.Removed)) })
-	_ = a.Add("alice@example.net", unknownReply, "")
+	_ = a.Add("alice@example.net", unknownReply, "", "")
 	copyChanges(t, a, b, time.Time{}) // merged: not b's own change
-	_ = b.Add("bob@example.net", unknownReply, "")
+	_ = b.Add("bob@example.net", unknownReply, "", "")
 	c.Advance(time.Second)
 	_, _ = b.Remove("bob@example.net")
 	_, _ = b.Remove("carol@example.net") // nothing to lift
@@ -281,12 +307,12 @@ func TestSuppressionOnChangeReportsThisMembersChangesOnly(t *testing.T) {
 func TestSuppressionChangesArePagedAndFilteredBySince(t *testing.T) {
 	a, _, c := twoMembers(t, time.Hour)
 	for i := range 7 {
-		_ = a.Add(fmt.Sprintf("user%d@example.net", i), unknownReply, "")
+		_ = a.Add(fmt.Sprintf("user%d@example.net", i), unknownReply, "", "")
 	}
 	c.Advance(time.Minute)
 	mark := c.Now()
 	c.Advance(time.Second)
-	_ = a.Add("user3@example.net", unknownReply, "") // renewed after mark
+	_ = a.Add("user3@example.net", unknownReply, "", "") // renewed after mark
 	_, _ = a.Remove("user5@example.net")
 
 	var all []string
@@ -326,9 +352,9 @@ func TestSuppressionCountSurvivesReopeningAndSweepDropsExpired(t *testing.T) {
 	dir := t.TempDir()
 	c := newClock()
 	s, done := openSuppressions(t, dir, time.Hour, c.Now)
-	_ = s.Add("a@example.net", unknownReply, "")
+	_ = s.Add("a@example.net", unknownReply, "", "")
 	c.Advance(30 * time.Minute)
-	_ = s.Add("b@example.net", unknownReply, "")
+	_ = s.Add("b@example.net", unknownReply, "", "")
 	done()
 	s, done = openSuppressions(t, dir, time.Hour, c.Now)
 	defer done()

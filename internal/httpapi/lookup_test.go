@@ -5,26 +5,20 @@ import (
 	"net/http"
 	"slices"
 	"testing"
-	"time"
 )
 
 // A credential lists and lifts only the suppressions its own senders'
 // mail caused (the entry's senderDomain); another's look absent.
 func TestSuppressionsAreScopedToTheCredentialsSenders(t *testing.T) {
 	e := newEnv(t)
-	now := time.Now().UTC()
-	put := func(addr, senderDomain string) {
-		v, _ := json.Marshal(map[string]any{"address": addr, "reply": "550 5.1.1 no such user", "added": now,
-			"updated": now, "expires": now.Add(time.Hour), "senderDomain": senderDomain})
-		if err := e.q.Suppressions().Put(addr, v, true); err != nil {
+	add := func(addr, sender string) {
+		if err := e.sup.Add(addr, "550 5.1.1 no such user", "mx.example.net", sender); err != nil {
 			t.Fatal(err)
 		}
 	}
-	put("gone@example.net", "example.com")
-	put("theirs@example.net", "tight.example.com")
-	if err := e.sup.Add("unknown-origin@example.net", "550 5.1.1 no such user", "mx.example.net"); err != nil {
-		t.Fatal(err)
-	}
+	add("gone@example.net", "app@example.com")
+	add("theirs@example.net", "app@tight.example.com")
+	add("unknown-origin@example.net", "")
 
 	list := func(user, pass string) []string {
 		r := e.do(request{method: "GET", path: "/v1/suppressions", user: user, pass: pass})
@@ -73,7 +67,7 @@ func TestAddressCheck(t *testing.T) {
 	e.dns.Add(t, "mail.test. 300 IN MX 10 mx1.mail.test.", "mx1.mail.test. 300 IN A 192.0.2.1", "mail.test. 300 IN A 192.0.2.2")
 	e.dns.Add(t, "nullmx.test. 300 IN MX 0 .")
 	e.dns.Add(t, "aonly.test. 300 IN A 192.0.2.3")
-	if err := e.sup.Add("gone@mail.test", "550 5.1.1 no such user", "mx1.mail.test"); err != nil {
+	if err := e.sup.Add("gone@mail.test", "550 5.1.1 no such user", "mx1.mail.test", ""); err != nil {
 		t.Fatal(err)
 	}
 	type result struct {

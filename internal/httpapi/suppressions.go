@@ -22,35 +22,21 @@ type SuppressionView struct {
 	Expires    time.Time `json:"expires"`
 }
 
-// senderDomain is the domain of the envelope sender of the message whose
-// bounce created the entry, as recorded in the entry's "senderDomain"
-// member. The scope of the API's view depends on it: a credential sees and
-// lifts only entries its own senders' mail caused, so it cannot enumerate
-// or undo suppressions other credentials' mail caused. An entry without
-// it is managed by the operator only (relay queue suppressions).
-func (s *Server) senderDomain(addr string) string {
-	v, ok, err := s.opts.Queue.Suppressions().Get(addr)
-	if err != nil || !ok {
-		return ""
-	}
-	var e struct {
-		SenderDomain string `json:"senderDomain"`
-	}
-	if json.Unmarshal(v, &e) != nil {
-		return ""
-	}
-	return strings.ToLower(e.SenderDomain)
-}
-
-func inScope(pr relay.Principal, domain string) bool {
-	return domain != "" && slices.Contains(pr.SenderDomains(), domain)
+// inScope reports whether a credential may see and lift e: its allowed
+// senders include the domain of a sender whose mail bounced there
+// (e.SenderDomains), so it cannot enumerate or undo suppressions that only
+// other credentials' mail caused. An entry without sender domains is
+// managed by the operator only (relay queue suppressions).
+func inScope(pr relay.Principal, e delivery.Suppression) bool {
+	mine := pr.SenderDomains()
+	return slices.ContainsFunc(e.SenderDomains, func(d string) bool { return slices.Contains(mine, d) })
 }
 
 func (s *Server) listSuppressions(w http.ResponseWriter, r *http.Request) {
 	pr := principalOf(r)
 	out := []SuppressionView{}
 	for _, e := range s.opts.Suppressions.List() {
-		if inScope(pr, s.senderDomain(e.Address)) {
+		if inScope(pr, e) {
 			out = append(out, view(e))
 		}
 	}
@@ -66,7 +52,7 @@ func (s *Server) deleteSuppression(w http.ResponseWriter, r *http.Request) {
 	addr := r.PathValue("address")
 	// Out of scope looks like absent, so a credential learns nothing about
 	// other credentials' entries.
-	if _, ok := s.opts.Suppressions.Lookup(addr); !ok || !inScope(pr, s.senderDomain(addr)) {
+	if e, ok := s.opts.Suppressions.Lookup(addr); !ok || !inScope(pr, e) {
 		writeProblem(w, problem{Type: "not-found", Title: titles["not_found"], Status: http.StatusNotFound,
 			Detail: "no suppression of " + addr + " caused by this credential's mail"})
 		return

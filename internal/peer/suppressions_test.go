@@ -82,7 +82,7 @@ func TestSuppressionPushReachesEveryMemberAtOnce(t *testing.T) {
 	}
 	a, b, c := ms[0], ms[1], ms[2]
 
-	if err := a.sup.Add("Bob@example.net", userUnknown, "mx1.example.net"); err != nil {
+	if err := a.sup.Add("Bob@example.net", userUnknown, "mx1.example.net", ""); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "relay-1 and relay-2 to honour the bounce", 10*time.Second, func() bool {
@@ -128,8 +128,8 @@ func TestSuppressionPullCatchesUpAMemberThatMissedThePush(t *testing.T) {
 	bAddr := lb.Addr().String()
 	lb.Close() // relay-1 is down
 	a := startSharing(t, ca, "relay-0", la, addrs, peer.SuppressionOptions{PullInterval: time.Hour, PushAttempts: 1})
-	_ = a.sup.Add("bob@example.net", userUnknown, "")
-	_ = a.sup.Add("carol@example.net", userUnknown, "")
+	_ = a.sup.Add("bob@example.net", userUnknown, "", "")
+	_ = a.sup.Add("carol@example.net", userUnknown, "", "")
 	if removed, _ := a.sup.Remove("carol@example.net"); !removed {
 		t.Fatal("not removed")
 	}
@@ -151,7 +151,7 @@ func TestSuppressionPullCatchesUpAMemberThatMissedThePush(t *testing.T) {
 	if err := a.node.Apply(withAddresses(a.cfg, addr(la))); err != nil {
 		t.Fatal(err)
 	}
-	_ = a.sup.Add("dave@example.net", userUnknown, "")
+	_ = a.sup.Add("dave@example.net", userUnknown, "", "")
 	waitFor(t, "relay-1's periodic pull", 10*time.Second, func() bool { return suppressed(b, "dave@example.net") })
 	if err := testutil.GatherAndCompare(b.reg, strings.NewReader(`
 # HELP mailroom_suppression_entries Addresses on the pool's suppression list, as this member holds it.
