@@ -34,7 +34,7 @@ func startEvents(cfg *config.Config, q *queue.Queue, dl *deliverySide, reg prome
 }
 
 // queued is relay.Options.OnQueued.
-func (es *eventSide) queued(m *queue.Message) []queue.Record { return es.d.Queued(m) }
+func (es *eventSide) queued(m *queue.Message) ([]queue.Record, func()) { return es.d.Queued(m) }
 
 // follow wraps an OnApply: webhooks and allowed targets follow reloads.
 func (es *eventSide) follow(next func(*config.Config)) func(*config.Config) {

@@ -218,10 +218,9 @@ func (d *Dispatcher) Recorded(evs []Event) {
 
 // Queued is the intake's hook (relay.Options.OnQueued): the records of a
 // queued event per recipient of m, written in the batch that commits m
-// (m.ID must be the writer's id). They are counted here: intake commits
-// seldom fail, and a failed one is answered with an error the client
-// retries.
-func (d *Dispatcher) Queued(m *queue.Message) []queue.Record {
+// (m.ID must be the writer's id), and the call that counts them once that
+// batch is durable (a refused commit queued nothing).
+func (d *Dispatcher) Queued(m *queue.Message) ([]queue.Record, func()) {
 	at := m.ReceivedAt
 	if at.IsZero() {
 		at = d.clk.Now()
@@ -231,9 +230,7 @@ func (d *Dispatcher) Queued(m *queue.Message) []queue.Record {
 		evs[i] = ForMessage(Queued, m, at)
 		evs[i].Recipient = r.Address
 	}
-	rs := d.Records(evs)
-	d.Recorded(evs)
-	return rs
+	return d.Records(evs), func() { d.Recorded(evs) }
 }
 
 // Wake makes the dispatcher look for pending events now.

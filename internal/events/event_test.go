@@ -2,6 +2,9 @@ package events
 
 import (
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"mailroom.io/mailroom/internal/delivery"
 	"mailroom.io/mailroom/internal/queue"
@@ -52,5 +55,24 @@ func TestAnOutcomesEventCarriesItsBounceClassAndType(t *testing.T) {
 				t.Errorf("event fields %+v", e)
 			}
 		})
+	}
+}
+
+func TestQueuedEventsAreCountedOnlyOnceTheirBatchCommitted(t *testing.T) {
+	rcv := newReceiver(t, always(200))
+	f := newFixture(t, hookConfig(rcv.URL, newSecret(t), []string{"127.0.0.1/32"}, time.Hour), Options{})
+	m := &queue.Message{ID: "Q1", Origin: "user:shop.shop", ReceivedAt: t0,
+		Recipients: []queue.Recipient{{Address: "ann@example.net"}, {Address: "bob@example.net"}}}
+	recs, committed := f.d.Queued(m)
+	if len(recs) != 4 { // per recipient: the event log and the webhook's pending record
+		t.Fatalf("%d records for two recipients' queued events, want 4", len(recs))
+	}
+	counted := func() float64 { return testutil.ToFloat64(f.d.m.events.WithLabelValues("shop.shop", string(Queued))) }
+	if n := counted(); n != 0 {
+		t.Fatalf("queued events counted before their commit: %v", n)
+	}
+	committed()
+	if n := counted(); n != 2 {
+		t.Fatalf("queued events after the commit: %v, want 2", n)
 	}
 }

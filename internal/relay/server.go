@@ -47,8 +47,9 @@ type Options struct {
 	// OnQueued, if set, is called for every message SMTP or the HTTP API
 	// is about to commit, with its final metadata (ID and MessageID set);
 	// the records it returns are committed in the same batch, so they are
-	// durable exactly when the message is (the queued event).
-	OnQueued func(m *queue.Message) []queue.Record
+	// durable exactly when the message is (the queued event). committed,
+	// if not nil, is called once that batch is durable, and only then.
+	OnQueued func(m *queue.Message) (recs []queue.Record, committed func())
 }
 
 // Listener names, as used in metrics.

@@ -362,13 +362,19 @@ func (s *Server) submit(p *policy, sub submission, r io.Reader, log logFunc) (Ac
 	if sub.also != nil {
 		also = append(also, sub.also(qid, msgID)...)
 	}
+	var onCommit func()
 	if s.opts.OnQueued != nil {
-		also = append(also, s.opts.OnQueued(&m)...)
+		var recs []queue.Record
+		recs, onCommit = s.opts.OnQueued(&m)
+		also = append(also, recs...)
 	}
 	err = w.Commit(m, also...)
 	committed = true // Commit cleans up after itself when it fails
 	if err != nil {
 		return Accepted{}, queueRefusal(err, log)
+	}
+	if onCommit != nil {
+		onCommit()
 	}
 	s.m.accepted.Inc()
 	s.m.acceptedBytes.Add(float64(m.Size))
