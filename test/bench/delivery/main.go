@@ -169,10 +169,10 @@ smtp_host_lookup = dns
 	if pf != nil {
 		ratio := mean(relayRuns).rate() / mean(postfixRuns).rate()
 		verdict := "meets"
-		if ratio < 1.5 {
+		if ratio < 2.5 {
 			verdict = "MISSES"
 		}
-		fmt.Printf("\nrelay / postfix, end to end, mean of 2 runs each: %.2fx (%s the 1.5x target)\n", ratio, verdict)
+		fmt.Printf("\nrelay / postfix, end to end, mean of 2 runs each: %.2fx (%s the 2.5x floor)\n", ratio, verdict)
 	}
 	if *latencyN > 0 {
 		fmt.Printf("\nend of DATA → delivered latency, %d messages offered at %.0f msg/s from a Go client to a Go sink:\n", *latencyN, *latencyRate)
