@@ -75,7 +75,7 @@ func New(c client.Client, pool *v1alpha1.RelayPool, dir string, o Options) (*Hos
 		o.IP = "127.0.0.1"
 	}
 	h := &Host{o: o, c: c, pool: pool, dir: dir, ports: map[string]int{}}
-	for _, name := range []string{"submission", "submissions", "http", "admin"} {
+	for _, name := range []string{"submission", "submissions", "http", "admin", "api"} {
 		if name == "http" && o.HTTPPort != 0 {
 			h.ports[name] = o.HTTPPort
 			continue
@@ -140,6 +140,10 @@ func (h *Host) SubmissionAddr() string { return h.addr("submission") }
 
 // HTTPAddr is the relay's HTTP listener (/status, /readyz, /metrics).
 func (h *Host) HTTPAddr() string { return h.addr("http") }
+
+// APIAddr is the relay's HTTP send API listener (HTTPS), served when the
+// pool's spec.api is enabled.
+func (h *Host) APIAddr() string { return h.addr("api") }
 
 // AdminAddr is the relay's admin API (`relay queue -admin`).
 func (h *Host) AdminAddr() string { return h.addr("admin") }
@@ -325,7 +329,12 @@ func (h *Host) sync(ctx context.Context) error {
 	}
 	c.TLS.CertFile, c.TLS.KeyFile = filepath.Join(h.dir, "tls", corev1.TLSCertKey), filepath.Join(h.dir, "tls", corev1.TLSPrivateKeyKey)
 	c.Peer = nil // one relay: nobody to hand over to
+	api := ""    // the HTTP send API only where the pool enables it
+	if c.Listeners.API != "" {
+		api = h.addr("api")
+	}
 	c.Listeners = config.Listeners{
+		API:         api,
 		Submission:  h.addr("submission"),
 		Submissions: h.addr("submissions"),
 		HTTP:        h.addr("http"),

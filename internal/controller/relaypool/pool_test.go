@@ -11,7 +11,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -327,6 +330,53 @@ func TestPoolRendersRelaysAndCredentialsEndToEnd(t *testing.T) {
 					}
 					if !strings.Contains(report, "d=example.com s=mr-com") {
 						t.Errorf("signed with the wrong key: %s", report)
+					}
+					return nil
+				}
+			}
+			return errors.New("not delivered yet")
+		})
+	})
+
+	t.Run("the Secret's API key sends through the relay's HTTP API", func(t *testing.T) {
+		// The controller hashes the key it writes; the relay checks what
+		// an app presents: only a real request shows the two agree.
+		apiURL, err := url.Parse(string(shopSecret.Data["api-url"]))
+		if err != nil || apiURL.Hostname() == "" {
+			t.Fatalf("api-url %q: %v", shopSecret.Data["api-url"], err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(shopSecret.Data["ca.crt"]) {
+			t.Fatal("ca.crt holds no certificate")
+		}
+		hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: apiURL.Hostname()}}}
+		post := func(key string) (int, string) {
+			body := `{"from": "app@example.com", "to": ["someone@rcpt.test"], "subject": "over the API", "text": "hello"}`
+			req, _ := http.NewRequest("POST", "https://"+host.APIAddr()+"/v1/messages", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+key)
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatalf("POST /v1/messages (certificate checked for %s): %v", apiURL.Hostname(), err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+		key := string(shopSecret.Data["api-key"])
+		if code, body := post(key + "x"); code != http.StatusUnauthorized {
+			t.Errorf("a wrong key: %d %s, want 401", code, body)
+		}
+		code, body := post(key)
+		if code != http.StatusAccepted {
+			t.Fatalf("the Secret's api-key: %d %s, want 202", code, body)
+		}
+		h.eventually("the API's message at the sink", func() error {
+			for _, m := range sink.Messages() {
+				if m.Accepted && strings.Contains(string(m.Data), "Subject: over the API") {
+					if report, err := dkimpy.Verify(dns.Addr, m.Data); err != nil {
+						t.Fatalf("dkimpy: %v\n%s", err, report)
 					}
 					return nil
 				}

@@ -59,6 +59,9 @@ func (h *Host) Load(ctx context.Context, within time.Duration) (*config.Config, 
 // SubmissionAddr is the relay's STARTTLS submission listener.
 func (h *Host) SubmissionAddr() string { return h.h.SubmissionAddr() }
 
+// APIAddr is the relay's HTTP send API listener (when the pool enables it).
+func (h *Host) APIAddr() string { return h.h.APIAddr() }
+
 // Start waits until the operator has rendered the pool's Secrets, starts
 // the relay on them (re-syncing them as the operator changes them), and
 // creates the pod, Ready. Everything stops at the end of the test.
