@@ -29,27 +29,22 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/miekg/dns"
 
 	"mailroom.io/mailroom/test/bench/benchkit"
 )
@@ -94,12 +89,12 @@ func main() {
 	// directories below this one.
 	benchkit.Must(os.Chmod(dir, 0o755))
 
-	net3 := pickNet()
+	net3 := benchkit.PickNet(".2:25", ".3:25", ".53:53")
 	dnsAddr, sinkIP, latIP := net3+".53", net3+".2", net3+".3"
-	stopDNS := serveDNS(dnsAddr+":53", map[string]string{throughputDomain: sinkIP, latencyDomain: latIP})
+	stopDNS := benchkit.ServeDNS(dnsAddr+":53", map[string]string{throughputDomain: sinkIP, latencyDomain: latIP})
 	defer stopDNS()
-	sink := startSmtpSink(sinkIP + ":25")
-	defer sink.stop()
+	sink := benchkit.StartSmtpSink(*smtpSinkBin, sinkIP+":25")
+	defer sink.Stop()
 	lat := startLatencySink(latIP + ":25")
 	defer lat.close()
 
@@ -203,40 +198,17 @@ func mean(runs []result) result {
 // sink has answered 250 to all of them. The clock starts just before
 // smtp-source connects (its first accept follows within a round trip) and
 // stops at the sink's n-th 250 of this run.
-func measure(name, addr string, sink *smtpSink, n int) result {
-	base := sink.count()
+func measure(name, addr string, sink *benchkit.SmtpSink, n int) result {
+	base := sink.Count()
 	start := time.Now()
 	intake := benchkit.SmtpSource(*smtpSource, addr, n, *sessions, *size, "load@example.com", "sink@"+throughputDomain, name)
-	end, ok := sink.waitFor(base+n, *timeout)
+	end, ok := sink.WaitFor(base+n, *timeout)
 	if !ok {
-		log.Fatalf("%s: only %d of %d messages reached the sink within %s", name, sink.count()-base, n, *timeout)
+		log.Fatalf("%s: only %d of %d messages reached the sink within %s", name, sink.Count()-base, n, *timeout)
 	}
 	res := result{name: name, n: n, elapsed: end.Sub(start), intake: intake}
 	fmt.Printf("  %s: %d delivered in %s = %.0f msg/s (intake done after %s)\n", name, n, res.elapsed.Round(time.Millisecond), res.rate(), intake.Round(time.Millisecond))
 	return res
-}
-
-// pickNet picks a 127.x.y network whose .2, .3 and .53 are free on the
-// ports the benchmark needs, so that it does not collide with anything
-// else listening on loopback.
-func pickNet() string {
-	for range 50 {
-		n := fmt.Sprintf("127.%d.%d", 100+rand.IntN(100), 1+rand.IntN(250))
-		free := true
-		for _, a := range []string{n + ".2:25", n + ".3:25", n + ".53:53"} {
-			l, err := net.Listen("tcp", a)
-			if err != nil {
-				free = false
-				break
-			}
-			l.Close()
-		}
-		if free {
-			return n
-		}
-	}
-	log.Fatal("no free 127.x.y network for the benchmark")
-	return ""
 }
 
 func postfixVersion() string {
@@ -245,158 +217,6 @@ func postfixVersion() string {
 		return "?"
 	}
 	return strings.TrimSpace(string(out))
-}
-
-// serveDNS answers, authoritatively, MX <domain> → mx.<domain> and
-// A mx.<domain> → ip for each entry; every other name is NXDOMAIN (so the
-// relay's MTA-STS lookups find no policy), other types of known names are
-// NODATA.
-func serveDNS(addr string, domains map[string]string) func() {
-	h := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
-		resp := new(dns.Msg)
-		resp.SetReply(req)
-		resp.Authoritative = true
-		q := req.Question[0]
-		name := strings.ToLower(q.Name)
-		known := false
-		for d, ip := range domains {
-			switch name {
-			case d + ".":
-				known = true
-				if q.Qtype == dns.TypeMX {
-					resp.Answer = append(resp.Answer, &dns.MX{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeMX, Class: dns.ClassINET, Ttl: 300},
-						Preference: 10, Mx: "mx." + d + "."})
-				}
-			case "mx." + d + ".":
-				known = true
-				if q.Qtype == dns.TypeA {
-					resp.Answer = append(resp.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300},
-						A: net.ParseIP(ip)})
-				}
-			}
-		}
-		if !known {
-			resp.Rcode = dns.RcodeNameError
-		}
-		if len(resp.Answer) == 0 {
-			resp.Ns = append(resp.Ns, &dns.SOA{Hdr: dns.RR_Header{Name: "bench.test.", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 300},
-				Ns: "ns.bench.test.", Mbox: "hostmaster.bench.test.", Serial: 1, Refresh: 3600, Retry: 600, Expire: 86400, Minttl: 300})
-		}
-		w.WriteMsg(resp)
-	})
-	var servers []*dns.Server
-	for _, netw := range []string{"udp", "tcp"} {
-		started := make(chan error, 1)
-		s := &dns.Server{Addr: addr, Net: netw, Handler: h, NotifyStartedFunc: func() { started <- nil }}
-		go func() {
-			if err := s.ListenAndServe(); err != nil {
-				started <- err
-			}
-		}()
-		benchkit.Must(<-started)
-		servers = append(servers, s)
-	}
-	return func() {
-		for _, s := range servers {
-			s.Shutdown()
-		}
-	}
-}
-
-// smtpSink is Postfix's smtp-sink with its running counter (-c) read from
-// its stdout: the time at which each message count was first shown is the
-// time of that message's 250 (smtp-sink updates the counter when it
-// receives the final "." and answers at once).
-type smtpSink struct {
-	cmd *exec.Cmd
-
-	mu    sync.Mutex
-	times []time.Time // times[i]: when the count reached i+1
-	done  bool
-}
-
-func startSmtpSink(addr string) *smtpSink {
-	// -u: smtp-sink drops root after binding port 25. The backlog is
-	// larger than any burst of connections either MTA opens.
-	s := &smtpSink{cmd: exec.Command(*smtpSinkBin, "-c", "-u", "postfix", addr, "1024")}
-	out, err := s.cmd.StdoutPipe()
-	benchkit.Must(err)
-	var stderr bytes.Buffer
-	s.cmd.Stderr = &stderr
-	benchkit.Must(s.cmd.Start())
-	go s.read(out)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return s
-		}
-		if time.Now().After(deadline) {
-			log.Fatalf("smtp-sink not listening on %s: %s", addr, stderr.String())
-		}
-	}
-}
-
-// read parses "sess=N quit=N mesg=N" updates separated by CR.
-func (s *smtpSink) read(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
-		if i := bytes.IndexAny(data, "\r\n"); i >= 0 {
-			return i + 1, data[:i], nil
-		}
-		if atEOF && len(data) > 0 {
-			return len(data), data, nil
-		}
-		return 0, nil, nil
-	})
-	for sc.Scan() {
-		now := time.Now()
-		_, v, ok := strings.Cut(sc.Text(), "mesg=")
-		if !ok {
-			continue
-		}
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil {
-			continue
-		}
-		s.mu.Lock()
-		for len(s.times) < n {
-			s.times = append(s.times, now)
-		}
-		s.mu.Unlock()
-	}
-	s.mu.Lock()
-	s.done = true
-	s.mu.Unlock()
-}
-
-func (s *smtpSink) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.times)
-}
-
-// waitFor returns when the count reached n, or false after d.
-func (s *smtpSink) waitFor(n int, d time.Duration) (time.Time, bool) {
-	deadline := time.Now().Add(d)
-	for {
-		s.mu.Lock()
-		if len(s.times) >= n {
-			t := s.times[n-1]
-			s.mu.Unlock()
-			return t, true
-		}
-		done := s.done
-		s.mu.Unlock()
-		if done || time.Now().After(deadline) {
-			return time.Time{}, false
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-func (s *smtpSink) stop() {
-	s.cmd.Process.Kill()
-	s.cmd.Wait()
 }
 
 // latencySink is a Go SMTP server that notes, per recipient, when it
