@@ -16,4 +16,8 @@ bash hack/install-test-deps.sh
 mkdir -p bin
 go build -o bin/relay ./cmd/relay
 go build -o bin/bench-delivery ./test/bench/delivery
-exec bin/bench-delivery -relay bin/relay "$@"
+go build -o bin/bench-webhook ./test/bench/webhook
+bin/bench-delivery -relay bin/relay "$@"
+# Then what delivery-event webhooks cost end to end (issue 13): the same
+# relay with and without a webhook for every event type (same flags).
+bin/bench-webhook -relay bin/relay "$@"
