@@ -83,6 +83,10 @@ type Dispatcher struct {
 	mu       sync.Mutex
 	inflight map[string]bool // event ids being posted
 	busy     map[string]int  // posts in progress per target
+	// finished are the events whose posts ended since the pass last read
+	// a page of pending events: forgotten, rescheduled or dropped, so that
+	// page's copy of them is stale.
+	finished map[string]bool
 	pruned   time.Time
 }
 
@@ -118,7 +122,7 @@ func New(opts Options, cfg *config.Config) (*Dispatcher, error) {
 	}
 	d := &Dispatcher{opts: opts, q: opts.Queue, clk: opts.Clock, log: opts.Logger,
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		inflight: map[string]bool{}, busy: map[string]int{}}
+		inflight: map[string]bool{}, busy: map[string]int{}, finished: map[string]bool{}}
 	d.m = newMetrics(opts.Registerer, func() float64 { return float64(d.q.PendingEventCount(1_000_000)) })
 	d.client = newClient(opts, d.settings)
 	if err := d.Apply(cfg); err != nil {
@@ -284,14 +288,18 @@ func (d *Dispatcher) pass() time.Time {
 	s := d.settings()
 	d.prune(now, s.retention)
 	var cursor queue.PendingEvent
+	// A page holds what can start now and what is in progress, little
+	// more: each finishing post starts a pass.
+	page := 2*d.opts.Concurrency + 16
 	for {
 		d.mu.Lock()
 		free := d.opts.Concurrency - len(d.inflight)
+		clear(d.finished)
 		d.mu.Unlock()
-		if free <= 0 {
+		if free <= 0 || d.saturated(s) {
 			return time.Time{} // a finishing post wakes the loop
 		}
-		due, next, err := d.q.DueEvents(now, cursor, 256)
+		due, next, err := d.q.DueEvents(now, cursor, page)
 		if err != nil {
 			if !errors.Is(err, queue.ErrClosed) {
 				d.log.Error("events: reading pending events", "err", err)
@@ -301,10 +309,13 @@ func (d *Dispatcher) pass() time.Time {
 		for _, pe := range due {
 			cursor = pe
 			d.mu.Lock()
-			in := d.inflight[pe.ID]
+			skip := d.inflight[pe.ID] || d.finished[pe.ID]
 			d.mu.Unlock()
-			if in {
+			if skip {
 				continue
+			}
+			if d.saturated(s) {
+				return time.Time{} // a finishing post wakes the loop
 			}
 			var st stored
 			var e Event
@@ -332,10 +343,28 @@ func (d *Dispatcher) pass() time.Time {
 			d.sends.Add(1)
 			go d.send(pe, st, &e, h, s.retention)
 		}
-		if len(due) < 256 {
+		if len(due) < page {
 			return next
 		}
 	}
+}
+
+// saturated reports whether every webhook target has PerTarget posts in
+// progress: then no pending event can start (and reading on would decode
+// the whole backlog for nothing) until a post finishes and wakes the
+// loop.
+func (d *Dispatcher) saturated(s *settings) bool {
+	if len(s.hooks) == 0 {
+		return false // what is pending is to be dropped
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, h := range s.hooks {
+		if d.busy[h.host] < d.opts.PerTarget {
+			return false
+		}
+	}
+	return true
 }
 
 // prune forgets listed events older than the retention, once a minute.
@@ -365,6 +394,7 @@ func (d *Dispatcher) send(pe queue.PendingEvent, st stored, e *Event, h *hook, r
 	defer func() {
 		d.mu.Lock()
 		delete(d.inflight, pe.ID)
+		d.finished[pe.ID] = true
 		if d.busy[h.host]--; d.busy[h.host] <= 0 {
 			delete(d.busy, h.host)
 		}
