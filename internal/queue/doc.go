@@ -42,8 +42,8 @@
 //	delivery state (Update, leases)   Reserve / 4
 //	removals, quarantine              Reserve / 8
 //
-// Each class also leaves 8 MiB for Pebble to start a new write-ahead
-// log. Intake is refused first (ErrNoSpace, which the SMTP session answers with
+// Each class also leaves twice the memtable size (memTableSizeFor: 1/64
+// of the volume, 1 to 32 MiB) for Pebble to start a new write-ahead log. Intake is refused first (ErrNoSpace, which the SMTP session answers with
 // 452 4.3.1), so the state and DSN writes of mail already accepted have
 // room. Pebble ends the process if its log cannot be written (a half
 // written commit pipeline cannot be undone); the reserves keep it from
