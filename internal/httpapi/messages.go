@@ -363,13 +363,13 @@ func buildMessage(req *MessageRequest) ([]byte, relay.APISubmission, error) {
 
 	var buf bytes.Buffer
 	var body entity
-	htmlPart := entity{ctype: "text/html", params: map[string]string{"charset": "utf-8"}, data: []byte(req.HTML)}
+	htmlPart := textEntity("text/html", req.HTML)
 	if len(inline) > 0 {
 		rel := entity{ctype: "multipart/related", params: map[string]string{"type": "text/html"}, parts: []entity{htmlPart}}
 		rel.parts = append(rel.parts, inline...)
 		htmlPart = rel
 	}
-	textPart := entity{ctype: "text/plain", params: map[string]string{"charset": "utf-8"}, data: []byte(req.Text)}
+	textPart := textEntity("text/plain", req.Text)
 	switch {
 	case req.Text != "" && req.HTML != "":
 		body = entity{ctype: "multipart/alternative", parts: []entity{textPart, htmlPart}}
@@ -411,6 +411,52 @@ type entity struct {
 	header message.Header // further fields of a leaf
 	data   []byte
 	parts  []entity
+}
+
+// textEntity is a text leaf: as it is ("7bit", lines ending in CRLF)
+// when it is ASCII with lines that fit RFC 5322's 998 octets, as most
+// transactional text is; quoted-printable otherwise (see fields). Sending
+// text as it is spares the encoding on the way in and the decoding at
+// the reader, and keeps it readable in the raw message.
+func textEntity(ctype, text string) entity {
+	e := entity{ctype: ctype, params: map[string]string{"charset": "utf-8"}}
+	if plain, ok := sevenBit(text); ok {
+		e.header.Set("Content-Transfer-Encoding", "7bit")
+		e.data = plain
+		return e
+	}
+	e.data = []byte(text)
+	return e
+}
+
+// sevenBit returns text with CRLF line ends, if it is ASCII without NUL
+// or a bare CR and no line is longer than 998 octets.
+func sevenBit(text string) ([]byte, bool) {
+	out := make([]byte, 0, len(text)+len(text)/32)
+	line := 0
+	for i := 0; i < len(text); i++ {
+		c := text[i]
+		switch {
+		case c >= 0x80 || c == 0:
+			return nil, false
+		case c == '\r':
+			if i+1 == len(text) || text[i+1] != '\n' {
+				return nil, false
+			}
+		case c == '\n':
+			out = append(out, '\r', '\n')
+			line = 0
+			continue
+		}
+		if c == '\r' {
+			continue // written with its LF
+		}
+		if line++; line > 998 {
+			return nil, false
+		}
+		out = append(out, c)
+	}
+	return out, true
 }
 
 func attachmentEntity(a Attachment, b []byte, disposition string) entity {

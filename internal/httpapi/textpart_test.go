@@ -1,0 +1,34 @@
+package httpapi
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestTextPartsGoAsTheyAreWhenTheyFitSevenBit(t *testing.T) {
+	for _, tc := range []struct {
+		name, text string
+		want       string // "" means quoted-printable
+	}{
+		{"ASCII with LF line ends", "Hello Ann,\nyour order shipped.\n", "Hello Ann,\r\nyour order shipped.\r\n"},
+		{"ASCII with CRLF line ends", "a\r\nb", "a\r\nb"},
+		{"a line of 998 octets", strings.Repeat("x", 998), strings.Repeat("x", 998)},
+		{"non-ASCII", "Grüße", ""},
+		{"a line over 998 octets", strings.Repeat("x", 999), ""},
+		{"a bare CR", "a\rb", ""},
+		{"a CR at the end", "a\r", ""},
+		{"NUL", "a\x00b", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := textEntity("text/plain", tc.text)
+			h := e.fields(e.header)
+			cte := h.Get("Content-Transfer-Encoding")
+			switch {
+			case tc.want == "" && (cte != "quoted-printable" || string(e.data) != tc.text):
+				t.Errorf("encoding %q data %q, want quoted-printable of the text as given", cte, e.data)
+			case tc.want != "" && (cte != "7bit" || string(e.data) != tc.want):
+				t.Errorf("encoding %q data %q, want 7bit %q", cte, e.data, tc.want)
+			}
+		})
+	}
+}
