@@ -78,6 +78,7 @@ func kubeClient(t *testing.T, c *cluster.Cluster) client.Client {
 // logs (if the test failed) and uninstalls it.
 func installManager(t *testing.T, c *cluster.Cluster, image string) *corev1.Pod {
 	t.Helper()
+	waitManagerUninstalled(t, c)
 	root := repoRoot(t)
 	rendered, err := c.Kubectl("kustomize", filepath.Join(root, "config", "default"))
 	if err != nil {

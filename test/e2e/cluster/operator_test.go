@@ -64,14 +64,7 @@ func TestOperator(t *testing.T) {
 	helper := c.Image(t, "e2e-helper")
 	kc := kubeClient(t, c)
 
-	// The world outside the cluster, on the node address: a DNS server for
-	// the recipients' MX and the sender's DKIM key, and the MX itself.
-	dnsSrv := startNodeDNS(t, c.NodeIP)
-	sink := smtpsink.Start(t, net.JoinHostPort(c.NodeIP, "25"), smtpsink.Options{Hostname: "mx." + sinkDomain})
-	dnsSrv.add(t,
-		sinkDomain+". 60 IN MX 10 mx."+sinkDomain+".",
-		"mx."+sinkDomain+". 60 IN A "+c.NodeIP,
-	)
+	dnsSrv, sink := startOutside(t, c, smtpsink.Script{})
 	t.Logf("DNS on %s, sink MX on %s", dnsSrv.Addr, sink.Addr)
 
 	mgr := installManager(t, c, image)
@@ -82,45 +75,8 @@ func TestOperator(t *testing.T) {
 		t.Errorf("namespace %s does not enforce the restricted Pod Security Standard: labels %v", managerNamespace, ns.Labels)
 	}
 
-	restricted := map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-		admittedLabel: "true",
-	}
-	mailNS := c.Namespace(t, "e2e-mail", restricted)
-	appNS := c.Namespace(t, "e2e-app", restricted)
-
-	applyYAML(t, c, fmt.Sprintf(`apiVersion: mailroom.io/v1alpha1
-kind: RelayPool
-metadata: {name: %[1]s, namespace: %[2]s}
-spec:
-  replicas: 2
-  hostname: %[3]s
-  storage: {size: 1Gi, storageClassName: %[4]s, whenDeleted: Delete}
-  allowedNamespaces:
-    from: Selector
-    selector: {matchLabels: {%[5]s: "true"}}
-  delivery:
-    resolvers: [%[6]q]
-    retry: {schedule: ["3s"], maxAge: 1h, delayWarningAfter: "0"}
----
-apiVersion: mailroom.io/v1alpha1
-kind: SendingDomain
-metadata: {name: shop, namespace: %[2]s}
-spec:
-  domain: %[7]s
-  poolRef: {name: %[1]s}
-  dns:
-    verify: {resolvers: [%[6]q], interval: 30s}
----
-apiVersion: mailroom.io/v1alpha1
-kind: SMTPCredential
-metadata: {name: shop, namespace: %[8]s}
-spec:
-  poolRef: {name: %[1]s, namespace: %[2]s}
-  allowedSenders: [%[7]s]
-  secretName: shop-smtp
-`, opPool, mailNS, opHostname, c.StorageClass, admittedLabel, dnsSrv.Addr, opDomain, appNS))
+	mailNS, appNS := shopNamespaces(t, c)
+	applyYAML(t, c, shopManifests(c, mailNS, appNS, dnsSrv.Addr, "", ""))
 
 	// external-dns' part, done by hand: what the DNSEndpoint asks for goes
 	// into the node's DNS server, and its status says it was read.
