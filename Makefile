@@ -78,7 +78,8 @@ test: check-fmt check-generated vet test-deps envtest-assets test-chart test-ale
 # Packages with concurrent hot paths run under the race detector.
 RACE_PKGS := ./internal/relay/... ./internal/queue/... ./cmd/relay/... ./internal/delivery/... \
 	./internal/dsn/... ./internal/mtasts/... ./internal/scheduler/... ./internal/admin/... \
-	./internal/testutil/smtpsink/... ./internal/testutil/dnstest/... ./internal/peer/...
+	./internal/testutil/smtpsink/... ./internal/testutil/dnstest/... ./internal/peer/... \
+	./internal/events/... ./internal/httpapi/...
 
 .PHONY: unit
 unit: ## Go tests (unit, envtest, relay against real peers); race detector on relay, queue and delivery.

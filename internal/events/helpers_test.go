@@ -44,9 +44,8 @@ func newReceiver(t *testing.T, status func(n int) int) *receiver {
 		r.mu.Lock()
 		n := len(r.got)
 		r.got = append(r.got, post{Header: req.Header.Clone(), Body: body, At: time.Now()})
-		st := r.status(n)
 		r.mu.Unlock()
-		w.WriteHeader(st)
+		w.WriteHeader(r.status(n)) // unlocked: a status may wait
 	}))
 	t.Cleanup(r.Close)
 	return r
