@@ -787,11 +787,19 @@ func (q *Queue) commitOpts(b *pebble.Batch, c class, extra int64, wo *pebble.Wri
 	}
 	defer release()
 	start := time.Now()
+	synced := wo == pebble.Sync
+	if synced {
+		// Counted before the batch becomes visible (Pebble publishes it
+		// before Commit returns), so whoever sees its effect sees the count.
+		q.commits.Add(1)
+	}
 	if err := b.Commit(wo); err != nil {
+		if synced {
+			q.commits.Add(-1)
+		}
 		return classify(fmt.Errorf("queue: commit: %w", err))
 	}
-	if wo == pebble.Sync {
-		q.commits.Add(1)
+	if synced {
 		q.commitNanos.Add(int64(time.Since(start)))
 	}
 	return nil
@@ -837,7 +845,7 @@ func btoi(b bool) int64 {
 // drop below the class's reserve. Counting writes in progress is what
 // keeps concurrent writers from overrunning the reserve together.
 func (q *Queue) claim(c class, n int64) (func(), error) {
-	r := c.reserve(q.opts.Reserve, 2*q.memTable)
+	r := c.reserve(q.opts.Reserve, q.LogRoom())
 	if r <= 0 {
 		return func() {}, nil
 	}
@@ -865,6 +873,11 @@ func (q *Queue) free() (uint64, error) {
 	free, _, err := q.FreeBytes()
 	return free, err
 }
+
+// LogRoom is the free space every write leaves, on top of its class's
+// share of the reserve, for Pebble to start a new write-ahead log: twice
+// the memtable size (memTableSizeFor).
+func (q *Queue) LogRoom() int64 { return 2 * q.memTable }
 
 // SetReserve changes the intake reserve (queue.minFreeSpace, reloadable).
 func (q *Queue) SetReserve(n int64) {

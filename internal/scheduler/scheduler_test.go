@@ -93,7 +93,7 @@ func TestTheFailureDSNIsWrittenBeforeTheOriginalsNewState(t *testing.T) {
 	// DSNs cannot be written (the space left is below their reserve, not
 	// below that of state writes): the failure must not become final
 	// without its DSN.
-	e.free.Store(8<<20 + 400<<10)
+	e.free.Store(uint64(e.q.LogRoom() + 400<<10))
 	e.run()
 	eventually(t, "the message is attempted", func() bool { return len(e.fake.callsFor(id)) == 1 && e.get(id).Recipients[1].State != "" })
 	m := e.get(id)
