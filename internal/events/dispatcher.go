@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -88,6 +89,34 @@ type Dispatcher struct {
 	// page's copy of them is stale.
 	finished map[string]bool
 	pruned   time.Time
+	// floor is a time no pending event is due before (while floorSet):
+	// the first due time a pass found, lowered by every event stored or
+	// rescheduled since. A pass starts reading there, so the keys of the
+	// events already posted and deleted ahead of it, which the store
+	// would step over one by one until compacted, are not read at all.
+	floor    time.Time
+	floorSet bool
+	// lowest is the earliest due time stored since the pass began
+	// (lowered only while inPass), so that a pass never raises the floor
+	// above an event stored while it read.
+	lowest time.Time
+	inPass bool
+}
+
+// never stands for "no pending event" as a floor: the latest time the
+// store's keys can hold (nanoseconds since 1970 in an int64).
+var never = time.Unix(0, math.MaxInt64)
+
+// lower notes an event stored or rescheduled to be due at at.
+func (d *Dispatcher) lower(at time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.floorSet && at.Before(d.floor) {
+		d.floor = at
+	}
+	if d.inPass && at.Before(d.lowest) {
+		d.lowest = at
+	}
 }
 
 // New returns a dispatcher for the events of cfg; it posts nothing until
@@ -213,6 +242,9 @@ func (d *Dispatcher) Records(evs []Event) []queue.Record {
 // and wakes the dispatcher.
 func (d *Dispatcher) Recorded(evs []Event) {
 	for i := range evs {
+		// After the commit, so that a pass which read before it cannot
+		// leave the floor above the event (lowering before would not do).
+		d.lower(evs[i].Timestamp)
 		d.m.events.WithLabelValues(evs[i].Credential, string(evs[i].Type)).Inc()
 	}
 	if len(evs) > 0 {
@@ -287,7 +319,19 @@ func (d *Dispatcher) pass() time.Time {
 	now := d.clk.Now()
 	s := d.settings()
 	d.prune(now, s.retention)
+	d.mu.Lock()
 	var cursor queue.PendingEvent
+	if d.floorSet {
+		cursor.At = d.floor
+	}
+	d.inPass, d.lowest = true, never
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.inPass = false
+		d.mu.Unlock()
+	}()
+	first := true
 	// A page holds what can start now and what is in progress, little
 	// more: each finishing post starts a pass.
 	page := 2*d.opts.Concurrency + 16
@@ -305,6 +349,10 @@ func (d *Dispatcher) pass() time.Time {
 				d.log.Error("events: reading pending events", "err", err)
 			}
 			return now.Add(time.Second)
+		}
+		if first {
+			first = false
+			d.raiseFloor(due, next)
 		}
 		for _, pe := range due {
 			cursor = pe
@@ -347,6 +395,30 @@ func (d *Dispatcher) pass() time.Time {
 			return next
 		}
 	}
+}
+
+// raiseFloor sets the floor from a pass's first page (read from the old
+// floor): its first event's due time, or the next due time when nothing
+// is due yet, or never when nothing is pending; but never above an event
+// stored since the pass began.
+func (d *Dispatcher) raiseFloor(due []queue.PendingEvent, next time.Time) {
+	f := never
+	switch {
+	case len(due) > 0:
+		f = due[0].At
+	case !next.IsZero():
+		f = next
+	}
+	d.mu.Lock()
+	d.floor, d.floorSet = minTime(f, d.lowest), true
+	d.mu.Unlock()
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // saturated reports whether every webhook target has PerTarget posts in
@@ -427,6 +499,7 @@ func (d *Dispatcher) send(pe queue.PendingEvent, st stored, e *Event, h *hook, r
 	if err := d.q.RescheduleEvent(pe, at, v); err != nil && !errors.Is(err, queue.ErrClosed) {
 		d.log.Warn("events: rescheduling an event", "eventID", e.ID, "err", err)
 	}
+	d.lower(at)
 }
 
 // maxResponse bounds what is read of a receiver's response.

@@ -3,6 +3,7 @@ package events
 import (
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,5 +96,44 @@ func TestAPassWithEveryTargetBusyStopsAtTheFirstEvent(t *testing.T) {
 	f.d.sends.Wait()
 	if started != f.d.opts.PerTarget {
 		t.Fatalf("%d posts started by a pass with the target free, want PerTarget (%d)", started, f.d.opts.PerTarget)
+	}
+}
+
+// A pass starts reading at the floor, the first due time the previous
+// pass found, so the keys of events already posted and deleted are not
+// read again; an event stored later, even one due before the floor, still
+// lowers it and is posted.
+func TestPassesStartAtTheFloorAndStoredEventsLowerIt(t *testing.T) {
+	rcv := newReceiver(t, always(204))
+	f := newFixture(t, hookConfig(rcv.URL, newSecret(t), []string{"127.0.0.1/32"}, 48*time.Hour), Options{})
+	f.clk.Step(time.Hour)
+	f.submit(t, "shop.shop", func(m *queue.Message) []Event {
+		evs := queuedN(50)(m)
+		for i := range evs {
+			evs[i].Timestamp = f.clk.Now()
+		}
+		return evs
+	})
+	f.d.Start()
+	eventually(t, "50 events posted and forgotten", func() bool { return len(f.pending(t)) == 0 && len(rcv.deliveries()) == 50 })
+	eventually(t, "a floor past every deleted event", func() bool {
+		f.d.Wake()
+		f.d.mu.Lock()
+		defer f.d.mu.Unlock()
+		return f.d.floorSet && f.d.floor.After(f.clk.Now())
+	})
+	// An event due before every deleted one (a queued event carries its
+	// message's receipt time, which may be earlier).
+	f.submit(t, "shop.shop", func(m *queue.Message) []Event {
+		e := ForMessage(Queued, m, t0)
+		e.Recipient = "early@example.net"
+		return []Event{e}
+	})
+	eventually(t, "the event stored below the floor posted", func() bool {
+		got := rcv.deliveries()
+		return len(got) == 51 && strings.Contains(string(got[50].Body), "early@example.net")
+	})
+	if n := len(rcv.deliveries()); n != 51 {
+		t.Fatalf("%d posts, want 51", n)
 	}
 }

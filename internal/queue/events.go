@@ -40,8 +40,10 @@ func EventLogRecord(at time.Time, id string, value []byte) Record {
 }
 
 // DueEvents returns up to limit pending events due at or before now,
-// earliest first, starting after from (zero: from the start), and when
-// the first later one falls due (zero: none, or unknown past limit).
+// earliest first, starting after from (zero: from the start; only an At:
+// from that time on, which skips the deleted keys before it without
+// reading them), and when the first later one falls due (zero: none, or
+// unknown past limit).
 func (q *Queue) DueEvents(now time.Time, from PendingEvent, limit int) ([]PendingEvent, time.Time, error) {
 	if err := q.enter(); err != nil {
 		return nil, time.Time{}, err

@@ -1118,8 +1118,11 @@ func (q *Queue) DueBefore(now time.Time, from Due, limit int) ([]Due, time.Time,
 // none). The read is bounded by limit whatever the index's size.
 func (q *Queue) scanDue(prefix string, now, fromAt time.Time, fromID string, limit int, add func(at time.Time, id string, v []byte) bool) (time.Time, error) {
 	lower := []byte(prefix)
-	if fromID != "" {
+	switch {
+	case fromID != "":
 		lower = append(timeKey(prefix, fromAt, fromID), 0)
+	case !fromAt.IsZero():
+		lower = timeKey(prefix, fromAt, "") // everything at fromAt or later
 	}
 	end := dueTime(now)
 	var next time.Time
