@@ -47,9 +47,10 @@ const suppressionPull = 30 * time.Second
 // (verified in the pod with crypto/hmac, again here with an independent
 // Python implementation, and a tampered post refused). A recipient the MX
 // refuses permanently bounces on one relay (a hard `bounced` event), and
-// the other relay then reports the address suppressed and does not try
-// it again: mail to it is a `suppressed` event, with no new attempt at
-// the MX.
+// the other relay then reports the address suppressed (the address
+// check, and the credential's GET /v1/suppressions) and does not try it
+// again: mail to it is a `suppressed` event, with no new attempt at the
+// MX.
 func TestDeliveryFeedback(t *testing.T) {
 	c := cluster.Connect(t)
 	ctx := context.Background()
@@ -194,7 +195,7 @@ func TestDeliveryFeedback(t *testing.T) {
 		// fails, as cluster DNS still caches (30s) the peer names' NXDOMAIN
 		// from the relays' start, before their pods were in the headless
 		// Service; the next pull round then brings the entry.
-		c.WaitFor(t, other.Name+" reports "+gone+" suppressed", 2*suppressionPull+10*time.Second, func(ctx context.Context) (bool, error) {
+		c.WaitFor(t, other.Name+" reports "+gone+" suppressed and lists it for the credential", 2*suppressionPull+10*time.Second, func(ctx context.Context) (bool, error) {
 			return addressSuppressed(ctx, other.Status.PodIP, roots, apiKey, gone)
 		})
 		t.Logf("%s knew of the suppression %.1fs after the bounced event was read", other.Name, time.Since(start).Seconds())
@@ -374,29 +375,44 @@ func (r hookReceiver) replay(t *testing.T, h http.Header, body []byte) int {
 	return resp.StatusCode
 }
 
-// addressSuppressed asks one relay's HTTP API (POST /v1/addresses/check
-// at its pod address, TLS verified for the pool's name) whether addr is
-// suppressed.
-func addressSuppressed(ctx context.Context, podIP string, roots *x509.CertPool, apiKey, addr string) (bool, error) {
+// relayAPI makes one request of one relay's HTTP API at its pod address
+// (TLS verified for the pool's name) with the credential's API key, and
+// returns the answer, failing on any status but 200.
+func relayAPI(ctx context.Context, podIP string, roots *x509.CertPool, apiKey, method, path string, body any) ([]byte, error) {
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil,
 		TLSClientConfig: &tls.Config{ServerName: opHostname, RootCAs: roots}}}
 	defer client.CloseIdleConnections()
-	body, _ := json.Marshal(map[string]string{"address": addr})
-	url := "https://" + net.JoinHostPort(podIP, fmt.Sprint(relayconfig.APIPort)) + "/v1/addresses/check"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	url := "https://" + net.JoinHostPort(podIP, fmt.Sprint(relayconfig.APIPort)) + path
+	req, err := http.NewRequestWithContext(ctx, method, url, r)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+apiKey)
 	resp, err := client.Do(req)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("POST %s: %s %s", url, resp.Status, answer)
+		return nil, fmt.Errorf("%s %s: %s %s", method, url, resp.Status, answer)
+	}
+	return answer, nil
+}
+
+// addressSuppressed asks one relay (POST /v1/addresses/check) whether
+// addr is suppressed, and whether the credential sees the entry in its
+// GET /v1/suppressions (scoped to entries its senders' mail caused).
+func addressSuppressed(ctx context.Context, podIP string, roots *x509.CertPool, apiKey, addr string) (bool, error) {
+	answer, err := relayAPI(ctx, podIP, roots, apiKey, http.MethodPost, "/v1/addresses/check", map[string]string{"address": addr})
+	if err != nil {
+		return false, err
 	}
 	var check struct {
 		Suppressed bool `json:"suppressed"`
@@ -404,7 +420,27 @@ func addressSuppressed(ctx context.Context, podIP string, roots *x509.CertPool, 
 	if err := json.Unmarshal(answer, &check); err != nil {
 		return false, err
 	}
-	return check.Suppressed, fmt.Errorf("%s", bytes.TrimSpace(answer))
+	if !check.Suppressed {
+		return false, fmt.Errorf("address check: %s", bytes.TrimSpace(answer))
+	}
+	list, err := relayAPI(ctx, podIP, roots, apiKey, http.MethodGet, "/v1/suppressions", nil)
+	if err != nil {
+		return false, err
+	}
+	var l struct {
+		Suppressions []struct {
+			Address string `json:"address"`
+		} `json:"suppressions"`
+	}
+	if err := json.Unmarshal(list, &l); err != nil {
+		return false, err
+	}
+	for _, e := range l.Suppressions {
+		if e.Address == addr {
+			return true, nil
+		}
+	}
+	return false, fmt.Errorf("suppressed, but GET /v1/suppressions does not list it: %s", bytes.TrimSpace(list))
 }
 
 // rcptAttempts counts the RCPT commands for addr the sink has seen (the
