@@ -39,8 +39,10 @@ type SuppressionOptions struct {
 	SweepInterval time.Duration
 	// PageSize is the number of entries per pull page; default 1000.
 	PageSize int
-	// PushAttempts is how many times a push to one member is tried;
-	// default 5, with backoff from 200ms.
+	// PushAttempts is how many times a push to one member is tried, with
+	// backoff from 200ms doubling; default 9, about 50s in all: longer
+	// than cluster DNS caches a name that did not exist yet (CoreDNS's
+	// default 30s), which is what a young pool's first pushes meet.
 	PushAttempts int
 }
 
@@ -103,7 +105,7 @@ func (n *Node) ShareSuppressions(ctx context.Context, list SuppressionList, opts
 		opts.PageSize = 1000
 	}
 	if opts.PushAttempts <= 0 {
-		opts.PushAttempts = 5
+		opts.PushAttempts = 9
 	}
 	ss := &suppressionSync{n: n, list: list, opts: opts, cursors: map[string]int64{}, self: map[string]bool{},
 		queues: map[string]chan []delivery.Suppression{}, kick: make(chan struct{}, 1),
