@@ -97,6 +97,7 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 	if cfg.Peer != nil {
 		lc.node, err = peer.New(peer.Options{Spool: q, Logger: log.With("component", "peer"), Registerer: m.Registry}, cfg)
 		if err != nil {
+			ev.stop()
 			dl.stop(context.Background())
 			q.Close()
 			return err
@@ -106,6 +107,7 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 	srv, err := relay.New(relay.Options{Config: cfg, ConfigPath: configPath, Queue: q, Logger: log, Metrics: m,
 		OnApply: ev.follow(lc.apply), OnQueued: ev.queued})
 	if err != nil {
+		ev.stop()
 		dl.stop(context.Background())
 		q.Close()
 		return err
@@ -114,6 +116,7 @@ func run(log *slog.Logger, configPath string, poll time.Duration) error {
 	dl.signReports(srv.SignReport)
 	fail := func(err error) error {
 		srv.Shutdown(context.Background())
+		ev.stop()
 		dl.stop(context.Background())
 		q.Close()
 		return err
