@@ -102,7 +102,12 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 			Detail: "Content-Type must be application/json or message/rfc822"})
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	var buf bytes.Buffer
+	if n := r.ContentLength; n > 0 && n <= limit {
+		buf.Grow(int(n) + bytes.MinRead) // one allocation, no regrowth copies
+	}
+	_, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	body := buf.Bytes()
 	if err != nil {
 		badRequest(w, "", "reading the request body: "+err.Error())
 		return
