@@ -60,6 +60,7 @@ type hook struct {
 // settings are what a configuration says about events.
 type settings struct {
 	hooks     map[string]*hook // by credential username
+	hosts     []string         // the hooks' distinct host:ports
 	targets   config.Events
 	retention time.Duration
 }
@@ -96,11 +97,10 @@ type Dispatcher struct {
 	// would step over one by one until compacted, are not read at all.
 	floor    time.Time
 	floorSet bool
-	// lowest is the earliest due time stored since the pass began
-	// (lowered only while inPass), so that a pass never raises the floor
-	// above an event stored while it read.
+	// lowest is the earliest due time stored since the last pass began,
+	// so that a pass never raises the floor above an event stored while
+	// it read.
 	lowest time.Time
-	inPass bool
 }
 
 // never stands for "no pending event" as a floor: the latest time the
@@ -114,7 +114,7 @@ func (d *Dispatcher) lower(at time.Time) {
 	if d.floorSet && at.Before(d.floor) {
 		d.floor = at
 	}
-	if d.inPass && at.Before(d.lowest) {
+	if at.Before(d.lowest) {
 		d.lowest = at
 	}
 }
@@ -194,6 +194,9 @@ func (d *Dispatcher) Apply(cfg *config.Config) error {
 			}
 		}
 		s.hooks[cr.Username] = h
+		if !slices.Contains(s.hosts, h.host) {
+			s.hosts = append(s.hosts, h.host)
+		}
 	}
 	d.cfg.Store(s)
 	return nil
@@ -324,13 +327,8 @@ func (d *Dispatcher) pass() time.Time {
 	if d.floorSet {
 		cursor.At = d.floor
 	}
-	d.inPass, d.lowest = true, never
+	d.lowest = never
 	d.mu.Unlock()
-	defer func() {
-		d.mu.Lock()
-		d.inPass = false
-		d.mu.Unlock()
-	}()
 	first := true
 	// A page holds what can start now and what is in progress, little
 	// more: each finishing post starts a pass.
@@ -377,7 +375,7 @@ func (d *Dispatcher) pass() time.Time {
 				d.drop(pe, e.Credential, "the credential no longer has a webhook for this type")
 				continue
 			case now.After(e.Timestamp.Add(s.retention)):
-				d.drop(pe, e.Credential, fmt.Sprintf("not accepted within events.retention (%s, %d attempts)", s.retention, st.Attempts))
+				d.expire(pe, &e, st, s.retention)
 				continue
 			}
 			d.mu.Lock()
@@ -426,17 +424,22 @@ func minTime(a, b time.Time) time.Time {
 // the whole backlog for nothing) until a post finishes and wakes the
 // loop.
 func (d *Dispatcher) saturated(s *settings) bool {
-	if len(s.hooks) == 0 {
+	if len(s.hosts) == 0 {
 		return false // what is pending is to be dropped
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, h := range s.hooks {
-		if d.busy[h.host] < d.opts.PerTarget {
+	for _, host := range s.hosts {
+		if d.busy[host] < d.opts.PerTarget {
 			return false
 		}
 	}
 	return true
+}
+
+// expire drops an event its webhook did not accept within the retention.
+func (d *Dispatcher) expire(pe queue.PendingEvent, e *Event, st stored, retention time.Duration) {
+	d.drop(pe, e.Credential, fmt.Sprintf("not accepted within events.retention (%s, %d attempts)", retention, st.Attempts))
 }
 
 // prune forgets listed events older than the retention, once a minute.
@@ -487,7 +490,7 @@ func (d *Dispatcher) send(pe queue.PendingEvent, st stored, e *Event, h *hook, r
 	// The last chance is at the end of the retention; then it is dropped.
 	end := e.Timestamp.Add(retention)
 	if !now.Before(end) {
-		d.drop(pe, e.Credential, fmt.Sprintf("not accepted within events.retention (%s, %d attempts)", retention, st.Attempts))
+		d.expire(pe, e, st, retention)
 		return
 	}
 	if at.After(end) {

@@ -27,16 +27,16 @@ type SuppressionView struct {
 // (e.SenderDomains), so it cannot enumerate or undo suppressions that only
 // other credentials' mail caused. An entry without sender domains is
 // managed by the operator only (relay queue suppressions).
-func inScope(pr relay.Principal, e delivery.Suppression) bool {
-	mine := pr.SenderDomains()
+func inScope(mine []string, e delivery.Suppression) bool {
 	return slices.ContainsFunc(e.SenderDomains, func(d string) bool { return slices.Contains(mine, d) })
 }
 
 func (s *Server) listSuppressions(w http.ResponseWriter, r *http.Request) {
 	pr := principalOf(r)
 	out := []SuppressionView{}
+	mine := pr.SenderDomains()
 	for _, e := range s.opts.Suppressions.List() {
-		if inScope(pr, e) {
+		if inScope(mine, e) {
 			out = append(out, view(e))
 		}
 	}
@@ -52,7 +52,7 @@ func (s *Server) deleteSuppression(w http.ResponseWriter, r *http.Request) {
 	addr := r.PathValue("address")
 	// Out of scope looks like absent, so a credential learns nothing about
 	// other credentials' entries.
-	if e, ok := s.opts.Suppressions.Lookup(addr); !ok || !inScope(pr, e) {
+	if e, ok := s.opts.Suppressions.Lookup(addr); !ok || !inScope(pr.SenderDomains(), e) {
 		writeProblem(w, problem{Type: "not-found", Title: titles["not_found"], Status: http.StatusNotFound,
 			Detail: "no suppression of " + addr + " caused by this credential's mail"})
 		return
