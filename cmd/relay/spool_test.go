@@ -135,8 +135,10 @@ func TestRelayFullDiskDuringIntakeAndDelivery(t *testing.T) {
 	w.sink("127.77.8.5", smtpsink.Options{})
 
 	p := w.relay("{schedule: [1s], maxAge: 1h, delayWarningAfter: 0s}", "")
-	// Intake refuses below 32 MiB + 8 MiB free; DSNs below 24 MiB, state
-	// writes below 16 MiB, removals below 12 MiB (package queue).
+	// On 96 MiB the memtable is 1.5 MiB, so every class leaves 3 MiB for a
+	// new write-ahead log on top of its share of the 32 MiB reserve: intake
+	// refuses below 35 MiB free, DSNs below 19 MiB, state writes below
+	// 11 MiB, removals below 7 MiB (package queue).
 	p.useQueueDir(filepath.Join(mnt, "queue"), "32Mi")
 	p.start()
 
@@ -160,10 +162,12 @@ func TestRelayFullDiskDuringIntakeAndDelivery(t *testing.T) {
 	}
 
 	// Below the state writes' reserve: the attempts at the gate finish,
-	// their outcomes cannot be written.
-	fillTo(t, filler, 14<<20)
+	// their outcomes cannot be written. The filler is topped up while
+	// waiting, since Pebble gives space back too (a flushed memtable's log).
+	fillTo(t, filler, 9<<20)
 	close(gate)
 	poll(t, "failed outcome writes, retried", 60*time.Second, func() bool {
+		fillTo(t, filler, 9<<20)
 		return relayMetric(t, p, "mailroom_queue_state_write_failures_total", "write", "outcome") >= 3
 	})
 	for id, c := range delivered(okSink) {
