@@ -60,16 +60,18 @@
 //	s/<address>                   suppression list entries (package delivery's JSON)
 //	i/<origin key>                Import idempotency: JSON {id, at}; kept 30 days
 //	k/<principal>/<key>           HTTP API Idempotency-Key answers: JSON APIAnswer, committed with the message; kept 24 h
-//	q/<id>                        quarantined messages: JSON Quarantined
 //	e/<next attempt>/<event id>   pending delivery events for a webhook (package events' JSON), due like d/
 //	v/<time>/<event id>           recent delivery events for listing, pruned after events.retention
-//	c/messages, c/held, c/quarantined   merge counters (little-endian int64 sums)
+//	c/messages, c/held            merge counters (little-endian int64 sums)
 //
 // Files:
 //
 //	<dir>/LOCK          flock target; holds the owner's PID
 //	<dir>/db/           the Pebble store
 //	<dir>/bodies/<id>   bodies larger than InlineLimit
+//	<dir>/quarantine/<id>  quarantine reports: JSON Quarantined, outside
+//	                    the store so they stay readable whatever block of
+//	                    it is damaged
 //
 // Ids are 16 characters of base32hex (lower case): 32 bits of the arrival
 // second, then 48 random bits, so m/ lists messages in arrival order and
@@ -102,13 +104,16 @@
 //   - Corruption Pebble cannot recover from at Open (in the MANIFEST or in
 //     the middle of a log) makes Open fail with ErrCorrupt: the relay does
 //     not start, and says so; docs/queue-recovery.md says what to do.
-//   - A record or body that cannot be read is quarantined: its keys leave
-//     the schedule, q/<id> records the id, the reason and the envelope
-//     when known, the event is counted (Corruptions, QuarantinedLen) and
-//     logged with the queue id, and its bytes are kept for recovery by
-//     hand. A scan that meets a corrupt index block skips past it and
-//     continues. After Open a scrub checks that every index entry names a
-//     readable record; reading messages finds the rest.
+//   - A record or body that cannot be read is quarantined: a report with
+//     the id, the reason and the envelope when known is written to
+//     quarantine/<id>, its keys leave the schedule, the event is counted
+//     (Corruptions, QuarantinedLen) and logged with the queue id, and its
+//     bytes are kept for recovery by hand. A scan that meets a corrupt
+//     index block skips past it and continues. After Open a scrub checks
+//     that every index entry names a readable record; if the store met
+//     corruption, it then walks every record (restoring index entries a
+//     damaged region took) and every body, inline or file, quarantining
+//     by id what has no readable record. Reading messages finds the rest.
 //
 // Acknowledged mail is never dropped without a trace: it is delivered,
 // bounced with a DSN, listed in the quarantine, or the queue refuses to

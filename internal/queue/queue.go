@@ -220,6 +220,7 @@ type Quarantined struct {
 // Queue is an open queue directory. Its methods are safe for concurrent use.
 type Queue struct {
 	dir, dbDir, bodyDir string
+	quarDir             string // quarantine reports, outside the store
 	opts                Options
 	log                 *slog.Logger
 	lock                *os.File
@@ -296,7 +297,6 @@ const (
 	pDest    = "t/"
 	pSupp    = "s/"
 	pIdem    = "i/"
-	pQuar    = "q/"
 	kMsgs    = "c/messages"
 	kHeld    = "c/held"
 	idLength = 16
@@ -321,6 +321,7 @@ func Open(dir string, opts Options) (*Queue, error) {
 		dir:      dir,
 		dbDir:    filepath.Join(dir, "db"),
 		bodyDir:  filepath.Join(dir, "bodies"),
+		quarDir:  filepath.Join(dir, "quarantine"),
 		opts:     opts,
 		log:      opts.Logger,
 		added:    make(chan struct{}, 1),
@@ -345,12 +346,14 @@ func Open(dir string, opts Options) (*Queue, error) {
 		q.lock.Close()
 		return nil, err
 	}
-	if err := os.MkdirAll(q.bodyDir, 0o700); err != nil {
-		return fail(fmt.Errorf("queue: %w", err))
+	for _, d := range []string{q.bodyDir, q.quarDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fail(fmt.Errorf("queue: %w", err))
+		}
 	}
 	// The directories' own entries must be durable before anything in them
 	// is acknowledged (a freshly created spool on first start).
-	for _, d := range []string{filepath.Dir(filepath.Clean(dir)), dir, q.bodyDir} {
+	for _, d := range []string{filepath.Dir(filepath.Clean(dir)), dir, q.bodyDir, q.quarDir} {
 		if err := syncDir(d); err != nil {
 			return fail(fmt.Errorf("queue: %w", err))
 		}
@@ -397,6 +400,9 @@ func Open(dir string, opts Options) (*Queue, error) {
 	q.db = db
 	if err := q.checkFormat(); err != nil {
 		return fail(err)
+	}
+	if err := q.countQuarantined(); err != nil {
+		return fail(fmt.Errorf("queue: %w", err))
 	}
 	if err := q.removeOrphanBodies(); err != nil {
 		return fail(err)
@@ -948,17 +954,20 @@ func (q *Queue) Remove(id string) error { return q.RemoveWith(id) }
 
 // RemoveWith is Remove with records written in the same batch.
 func (q *Queue) RemoveWith(id string, also ...Record) error {
-	dm, err := q.modify(id, classFree, pebble.Sync, func(old diskMessage, b *pebble.Batch) (bool, error) {
+	_, err := q.modifyThen(id, classFree, pebble.Sync, func(old diskMessage, b *pebble.Batch) (bool, error) {
 		if err := deleteMessage(b, &old); err != nil {
 			return false, err
 		}
 		return true, putRecords(b, also)
+	}, func(old diskMessage) {
+		if old.File {
+			// After the batch that forgets it, still under the message's
+			// lock (so the scrub never sees a body file without its record
+			// that is not an orphan); not fsynced: a body file that
+			// reappears after a crash has no message and is deleted by Open.
+			_ = os.Remove(filepath.Join(q.bodyDir, id))
+		}
 	})
-	if err == nil && dm.File {
-		// After the batch that forgets it; not fsynced: a body file that
-		// reappears after a crash has no message and is deleted by Open.
-		_ = os.Remove(filepath.Join(q.bodyDir, id))
-	}
 	return err
 }
 
@@ -966,6 +975,12 @@ func (q *Queue) RemoveWith(id string, also ...Record) error {
 // the changes to the batch (or returns false for none), which is then
 // committed as class c.
 func (q *Queue) modify(id string, c class, wo *pebble.WriteOptions, fn func(old diskMessage, b *pebble.Batch) (bool, error)) (diskMessage, error) {
+	return q.modifyThen(id, c, wo, fn, nil)
+}
+
+// modifyThen is modify calling after (when not nil) once the batch is
+// committed, still under the message's lock.
+func (q *Queue) modifyThen(id string, c class, wo *pebble.WriteOptions, fn func(old diskMessage, b *pebble.Batch) (bool, error), after func(old diskMessage)) (diskMessage, error) {
 	if err := q.enter(); err != nil {
 		return diskMessage{}, err
 	}
@@ -982,7 +997,13 @@ func (q *Queue) modify(id string, c class, wo *pebble.WriteOptions, fn func(old 
 	if write, err := fn(old, b); err != nil || !write {
 		return old, err
 	}
-	return old, q.commitOpts(b, c, 0, wo)
+	if err := q.commitOpts(b, c, 0, wo); err != nil {
+		return old, err
+	}
+	if after != nil {
+		after(old)
+	}
+	return old, nil
 }
 
 // Open returns the message's bytes as they are to be delivered: Header
