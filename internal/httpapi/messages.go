@@ -468,43 +468,33 @@ type entity struct {
 // the reader, and keeps it readable in the raw message.
 func textEntity(ctype, text string) entity {
 	e := entity{ctype: ctype, params: map[string]string{"charset": "utf-8"}}
-	if plain, ok := sevenBit(text); ok {
-		e.header.Set("Content-Transfer-Encoding", "7bit")
-		e.data = plain
-		return e
-	}
 	e.data = []byte(text)
+	if sevenBit(text) {
+		e.header.Set("Content-Transfer-Encoding", "7bit")
+	}
 	return e
 }
 
-// sevenBit returns text with CRLF line ends, if it is ASCII without NUL
-// or a bare CR and no line is longer than 998 octets.
-func sevenBit(text string) ([]byte, bool) {
-	out := make([]byte, 0, len(text)+len(text)/32)
-	line := 0
-	for i := 0; i < len(text); i++ {
-		c := text[i]
-		switch {
-		case c >= 0x80 || c == 0:
-			return nil, false
-		case c == '\r':
-			if i+1 == len(text) || text[i+1] != '\n' {
-				return nil, false
+// sevenBit reports whether text can go as it is: ASCII without NUL or a
+// bare CR, and no line longer than 998 octets. (go-message's 7bit writer
+// turns LF line ends into CRLF.)
+func sevenBit(text string) bool {
+	for len(text) > 0 {
+		line, rest, found := strings.Cut(text, "\n")
+		if found {
+			line = strings.TrimSuffix(line, "\r")
+		}
+		if len(line) > 998 {
+			return false
+		}
+		for i := 0; i < len(line); i++ {
+			if c := line[i]; c >= 0x80 || c == 0 || c == '\r' {
+				return false
 			}
-		case c == '\n':
-			out = append(out, '\r', '\n')
-			line = 0
-			continue
 		}
-		if c == '\r' {
-			continue // written with its LF
-		}
-		if line++; line > 998 {
-			return nil, false
-		}
-		out = append(out, c)
+		text = rest
 	}
-	return out, true
+	return true
 }
 
 func attachmentEntity(a Attachment, b []byte, disposition string) entity {

@@ -42,6 +42,9 @@ var (
 
 const warmup = 500
 
+// theRelay is the relay under load, whose CPU time load reads.
+var theRelay *benchkit.Relay
+
 func main() {
 	flag.Parse()
 	log.SetFlags(0)
@@ -55,6 +58,7 @@ func main() {
 	benchkit.Must(os.WriteFile(r.CfgPath, cfg, 0o600))
 	r.Start()
 	defer r.Stop()
+	theRelay = r
 	fmt.Printf("API intake benchmark: %d messages of ~%d bytes, %d concurrent clients, DKIM %s, fsync on\n",
 		*messages, *size, *clients, *alg)
 
@@ -109,6 +113,8 @@ type result struct {
 	n        int
 	elapsed  time.Duration
 	p50, p99 time.Duration
+	// CPU per message: the relay's, and this process's (the clients').
+	relayCPU, clientCPU time.Duration
 }
 
 func (r result) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }
@@ -116,6 +122,7 @@ func (r result) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }
 // load runs n operations over *clients workers; dial gives each worker
 // its operation and its cleanup.
 func load(name string, n int, dial func() (op func() error, done func())) result {
+	relay0, self0 := theRelay.CPU(), benchkit.SelfCPU()
 	var next atomic.Int64
 	var mu sync.Mutex
 	var lat []time.Duration
@@ -139,12 +146,14 @@ func load(name string, n int, dial func() (op func() error, done func())) result
 		}()
 	}
 	wg.Wait()
-	res := result{n: n, elapsed: time.Since(start)}
+	res := result{n: n, elapsed: time.Since(start),
+		relayCPU:  (theRelay.CPU() - relay0) / time.Duration(n),
+		clientCPU: (benchkit.SelfCPU() - self0) / time.Duration(n)}
 	slices.Sort(lat)
 	res.p50, res.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
 	if n != warmup {
-		fmt.Printf("  %s: %d in %s = %.0f msg/s, p50 %s, p99 %s\n", name, n, res.elapsed.Round(time.Millisecond),
-			res.rate(), benchkit.MS(res.p50), benchkit.MS(res.p99))
+		fmt.Printf("  %s: %d in %s = %.0f msg/s, p50 %s, p99 %s; CPU per message: relay %d µs, clients %d µs\n", name, n, res.elapsed.Round(time.Millisecond),
+			res.rate(), benchkit.MS(res.p50), benchkit.MS(res.p99), res.relayCPU.Microseconds(), res.clientCPU.Microseconds())
 	}
 	return res
 }

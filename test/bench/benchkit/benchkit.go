@@ -109,6 +109,37 @@ type Relay struct {
 	cmd                                                  *exec.Cmd
 }
 
+// CPU returns the relay process's CPU time so far (user + system), from
+// /proc; 0 when it cannot be read.
+func (r *Relay) CPU() time.Duration {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name: utime and stime are
+	// the 12th and 13th, in clock ticks (USER_HZ, 100 on Linux).
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// SelfCPU returns this process's CPU time so far (user + system).
+func SelfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // Credentials of the benchmark's SMTP login.
 const (
 	User     = "bench.user"
