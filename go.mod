@@ -30,7 +30,12 @@ require (
 	sigs.k8s.io/yaml v1.6.0
 )
 
-require github.com/go-json-experiment/json v1.27.2
+require (
+	github.com/KimMachineGun/automemlimit v1.0.2
+	github.com/go-json-experiment/json v1.27.2
+)
+
+require github.com/pbnjay/memory v0.0.0-20210728143218-7b4eea64cf58 // indirect
 
 require (
 	github.com/bahlo/generic-list-go v0.2.0 // indirect

@@ -60,6 +60,7 @@ func main() {
 	}
 	log := slog.New(h)
 	slog.SetDefault(log)
+	tuneGC(log)
 	if err := run(log, *configPath, *poll); err != nil {
 		log.Error("relay: exiting", "err", err)
 		os.Exit(1)
