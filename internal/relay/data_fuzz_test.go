@@ -3,6 +3,7 @@ package relay
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"testing"
 )
@@ -42,4 +43,71 @@ func FuzzDataReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzDataGuardBlocks reads arbitrary DATA through the guard in blocks of
+// every size the input picks, so line ends fall across block boundaries:
+// the guard accepts exactly the data with CRLF line ends only and lines
+// of at most 998 octets, and refuses the rest with the right error.
+func FuzzDataGuardBlocks(f *testing.F) {
+	f.Add([]byte("a\r\nb\r\n"), uint8(1))
+	f.Add([]byte("a\r"), uint8(1))
+	f.Add([]byte("a\rb\r\n"), uint8(2))
+	f.Add([]byte("\na"), uint8(3))
+	f.Add([]byte("\r\r\n"), uint8(1))
+	f.Add(append(bytes.Repeat([]byte("a"), 998), "\r\n"...), uint8(7))
+	f.Add(append(bytes.Repeat([]byte("a"), 999), "\r\n"...), uint8(250))
+	f.Add(append(bytes.Repeat([]byte("a"), 1200), "\rb\r\n"...), uint8(63))
+	f.Add(append(bytes.Repeat([]byte("a"), 500), "\rb\r\n"...), uint8(63))
+	f.Fuzz(func(t *testing.T, data []byte, block uint8) {
+		size := int(block%64) + 1
+		g := &dataGuard{r: &blockReader{data: data, size: size}, max: 1 << 20}
+		got, err := io.ReadAll(g)
+		want := referenceDataError(data)
+		if !errors.Is(err, want) {
+			t.Fatalf("blocks of %d: error %v, want %v", size, err, want)
+		}
+		if err == nil && !bytes.Equal(got, data) {
+			t.Fatalf("blocks of %d: passed %q, want %q", size, got, data)
+		}
+	})
+}
+
+// referenceDataError is the guard's rule one byte at a time.
+func referenceDataError(data []byte) error {
+	prevCR, line := false, 0
+	for _, c := range data {
+		if prevCR && c != '\n' || c == '\n' && !prevCR {
+			return errBareLineEnding
+		}
+		prevCR = c == '\r'
+		switch c {
+		case '\n':
+			line = 0
+		case '\r':
+		default:
+			if line++; line > maxLineOctets {
+				return errLineTooLong
+			}
+		}
+	}
+	if prevCR {
+		return errBareLineEnding
+	}
+	return nil
+}
+
+// blockReader returns data size bytes at a time.
+type blockReader struct {
+	data []byte
+	size int
+}
+
+func (r *blockReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), r.size)], r.data)
+	r.data = r.data[n:]
+	return n, nil
 }

@@ -60,22 +60,8 @@ func (g *dataGuard) Read(p []byte) (int, error) {
 		_ = g.conn.SetReadDeadline(time.Now().Add(g.timeout))
 	}
 	n, err := g.r.Read(p)
-	for _, c := range p[:n] {
-		if (g.prevCR && c != '\n') || (c == '\n' && !g.prevCR) {
-			g.err = errBareLineEnding
-			return 0, g.err
-		}
-		g.prevCR = c == '\r'
-		switch c {
-		case '\n':
-			g.lineLen = 0
-		case '\r':
-		default:
-			if g.lineLen++; g.lineLen > maxLineOctets {
-				g.err = errLineTooLong
-				return 0, g.err
-			}
-		}
+	if g.err = g.check(p[:n]); g.err != nil {
+		return 0, g.err
 	}
 	g.n += int64(n)
 	if g.n > g.max {
@@ -87,6 +73,54 @@ func (g *dataGuard) Read(p []byte) (int, error) {
 		return 0, g.err
 	}
 	return n, err
+}
+
+// check carries the line state over b: every LF must follow a CR and
+// every CR precede an LF, and no line may be longer than maxLineOctets.
+// It finds line ends with bytes.Cut rather than looking at each byte,
+// since it runs over every byte of every message; a line that breaks a
+// rule is walked byte by byte (checkBytes) for the error met first.
+func (g *dataGuard) check(b []byte) error {
+	for len(b) > 0 {
+		line, rest, lf := bytes.Cut(b, []byte{'\n'})
+		cr := len(line) > 0 && line[len(line)-1] == '\r'
+		text := line
+		if cr {
+			text = line[:len(line)-1]
+		}
+		if g.prevCR && len(line) > 0 || bytes.IndexByte(text, '\r') >= 0 ||
+			g.lineLen+len(text) > maxLineOctets || lf && !cr && !g.prevCR {
+			return g.checkBytes(b)
+		}
+		if !lf {
+			g.lineLen += len(text)
+			g.prevCR = cr
+			return nil
+		}
+		g.prevCR, g.lineLen = false, 0
+		b = rest
+	}
+	return nil
+}
+
+// checkBytes is check one byte at a time.
+func (g *dataGuard) checkBytes(b []byte) error {
+	for _, c := range b {
+		if (g.prevCR && c != '\n') || (c == '\n' && !g.prevCR) {
+			return errBareLineEnding
+		}
+		g.prevCR = c == '\r'
+		switch c {
+		case '\n':
+			g.lineLen = 0
+		case '\r':
+		default:
+			if g.lineLen++; g.lineLen > maxLineOctets {
+				return errLineTooLong
+			}
+		}
+	}
+	return nil
 }
 
 // header is the message's header section as received.
