@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -324,7 +325,14 @@ func (s *Server) submit(p *policy, sub submission, r io.Reader, log logFunc) (Ac
 		}
 	}()
 	eight := &eightBitDetector{}
-	out := io.MultiWriter(append([]io.Writer{w, eight}, signers.writers()...)...)
+	// Buffered, so the signers (each a pipe to its own goroutine) and the
+	// spool writer get a few large writes instead of one per header field.
+	out := outBuffers.Get().(*bufio.Writer)
+	out.Reset(io.MultiWriter(append([]io.Writer{w, eight}, signers.writers()...)...))
+	defer func() {
+		out.Reset(nil)
+		outBuffers.Put(out)
+	}()
 	trace := receivedField(sub.helo, sub.clientIP, p.cfg.Hostname, sub.tls, sub.auth, sub.utf8, qid, now)
 	if sub.via != "" {
 		trace = receivedVia(sub.via, sub.clientIP, p.cfg.Hostname, qid, now)
@@ -344,6 +352,9 @@ func (s *Server) submit(p *policy, sub submission, r io.Reader, log logFunc) (Ac
 		return Accepted{}, dataRefusal(err)
 	}
 	if _, err := io.Copy(out, br); err != nil {
+		return Accepted{}, dataRefusal(err)
+	}
+	if err := out.Flush(); err != nil {
 		return Accepted{}, dataRefusal(err)
 	}
 	sigs, err := signers.finish()
@@ -383,6 +394,9 @@ func (s *Server) submit(p *policy, sub submission, r io.Reader, log logFunc) (Ac
 		"recipients", len(sub.rcpts), "size", m.Size, "dkim_domain", domain, "tls", sub.tls)
 	return Accepted{ID: qid, MessageID: msgID, Size: m.Size}, nil
 }
+
+// outBuffers are the 32 KiB write buffers of submissions in progress.
+var outBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
 
 // logFunc logs at a level ("info", "error") with the caller's context.
 type logFunc func(level, msg string, attrs ...any)
