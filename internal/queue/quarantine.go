@@ -232,6 +232,7 @@ func (q *Queue) scrub() {
 			if q.Err() != nil {
 				return
 			}
+			pageStart := time.Now()
 			keys = keys[:0]
 			_ = q.scan(lower, []byte(r[1]), collect)
 			for _, k := range keys {
@@ -248,9 +249,7 @@ func (q *Queue) scrub() {
 			if len(keys) < 1024 {
 				break
 			}
-			// A big queue's scrub should not compete with intake right
-			// after a restart: it is a background check.
-			time.Sleep(5 * time.Millisecond)
+			yieldAfter(pageStart)
 			lower = append(keys[len(keys)-1], 0)
 		}
 	}
@@ -354,6 +353,19 @@ func (q *Queue) reindex(id string) bool {
 	return true
 }
 
+// scrubShare is the share of one core a scrub may take: it is a
+// background check, and right after a restart it must not compete with
+// intake (a 1M-message queue's scrub reads a million records).
+const scrubShare = 0.1
+
+// yieldAfter pauses a scrub that worked since start for long enough to
+// keep it at scrubShare of a core: at least 5 ms, at most 200 ms, so
+// Close, which waits for the scrub, is not held up.
+func yieldAfter(start time.Time) {
+	worked := time.Since(start)
+	time.Sleep(min(max(time.Duration(float64(worked)*(1-scrubShare)/scrubShare), 5*time.Millisecond), 200*time.Millisecond))
+}
+
 // pages calls fn for every readable key in [lower, upper), a page at a
 // time with a pause between pages, so a deep scrub yields to intake.
 func (q *Queue) pages(lower, upper []byte, fn func(k, v []byte)) {
@@ -363,6 +375,7 @@ func (q *Queue) pages(lower, upper []byte, fn func(k, v []byte)) {
 		if q.Err() != nil {
 			return
 		}
+		pageStart := time.Now()
 		page = page[:0]
 		_ = q.scan(lower, upper, func(k, v []byte) bool {
 			page = append(page, kv{bytes.Clone(k), bytes.Clone(v)})
@@ -374,7 +387,7 @@ func (q *Queue) pages(lower, upper []byte, fn func(k, v []byte)) {
 		if len(page) < 256 {
 			return
 		}
-		time.Sleep(5 * time.Millisecond)
+		yieldAfter(pageStart)
 		lower = append(page[len(page)-1].k, 0)
 	}
 }
