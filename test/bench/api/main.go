@@ -34,7 +34,7 @@ import (
 
 var (
 	relayBin = flag.String("relay", "bin/relay", "relay binary")
-	messages = flag.Int("messages", 3000, "messages per measured run")
+	messages = flag.Int("messages", 5000, "messages per measured run")
 	rounds   = flag.Int("rounds", 6, "rounds of one SMTP and one API run")
 	clients  = flag.Int("clients", 20, "concurrent clients")
 	size     = flag.Int("size", 5120, "message text size in bytes")

@@ -41,7 +41,7 @@ var (
 	relayBin   = flag.String("relay", "bin/relay", "relay binary")
 	smtpSource = flag.String("smtp-source", "/usr/sbin/smtp-source", "Postfix smtp-source")
 	levels     = flag.String("levels", "10000,100000,1000000", "queue sizes to measure at, comma-separated, increasing")
-	probe      = flag.Int("messages", 10000, "messages per intake measurement")
+	probe      = flag.Int("messages", 20000, "messages per intake measurement")
 	sessions   = flag.Int("sessions", 20, "concurrent SMTP sessions")
 	size       = flag.Int("size", 5120, "message size in bytes")
 	events     = flag.Int("events", 2000, "state changes timed per level")
