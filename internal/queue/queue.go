@@ -194,6 +194,10 @@ type Options struct {
 	OnCommit func(d time.Duration, records int)
 	// Now is the clock (quarantine times, Import keys); default time.Now.
 	Now func() time.Time
+	// SyncInterval is the least time between write-ahead-log fsyncs
+	// (Pebble's WALMinSyncInterval): commits arriving meanwhile wait and
+	// share the next one.
+	SyncInterval time.Duration
 	// Statfs, if set, replaces the filesystem's free-space figure in the
 	// reserve checks (tests).
 	Statfs func() (free uint64, err error)
@@ -384,6 +388,9 @@ func Open(dir string, opts Options) (*Queue, error) {
 		// Newest format: this store has no older readers to stay
 		// compatible with.
 		FormatMajorVersion: pebble.FormatNewest,
+	}
+	if iv := opts.SyncInterval; iv > 0 {
+		popts.WALMinSyncInterval = func() time.Duration { return iv }
 	}
 	// No value separation (blob files): Pebble v2.1.7 panics on a corrupt
 	// blob file (reportCorruption of a nil file), which the corruption
