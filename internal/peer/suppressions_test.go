@@ -153,6 +153,10 @@ func TestSuppressionPullCatchesUpAMemberThatMissedThePush(t *testing.T) {
 	}
 	_ = a.sup.Add("dave@example.net", userUnknown, "", "")
 	waitFor(t, "relay-1's periodic pull", 10*time.Second, func() bool { return suppressed(b, "dave@example.net") })
+	// The counter is added to after the merged entries are visible.
+	waitFor(t, "relay-1 to count its merges", 10*time.Second, func() bool {
+		return promtest.Value(t, b.reg, "mailroom_suppression_merged_total") >= 3
+	})
 	if err := testutil.GatherAndCompare(b.reg, strings.NewReader(`
 # HELP mailroom_suppression_entries Addresses on the pool's suppression list, as this member holds it.
 # TYPE mailroom_suppression_entries gauge
