@@ -48,11 +48,11 @@ func (q *Queue) quarantine(id string, m *Message, reason string, extra [][]byte,
 	if q.isQuarantined(id) {
 		return
 	}
-	_, gerr := q.getDisk(id)
+	dm, gerr := q.getDisk(id)
 	if m == nil {
-		if dm, err := q.getDisk(id); err == nil {
+		if gerr == nil {
 			m = &dm.Message
-		} else if errors.Is(err, ErrNotFound) && len(extra) == 0 && !recordLost {
+		} else if errors.Is(gerr, ErrNotFound) && len(extra) == 0 && !recordLost {
 			return // removed meanwhile
 		}
 	}
