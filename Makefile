@@ -111,7 +111,7 @@ promtool: ## Build promtool from the Go module proxy into bin/promtool/.
 # Fuzz tests, each for a bounded time (the committed corpora under
 # testdata/fuzz run as regression tests in unit too).
 FUZZTIME ?= 20s
-FUZZ_TARGETS := FuzzCorruptSpool:./internal/queue FuzzDataReader:./internal/relay FuzzDataGuardBlocks:./internal/relay \
+FUZZ_TARGETS := FuzzCorruptSpool:./internal/queue FuzzDataReader:./internal/relay FuzzDataGuardBlocks:./internal/relay FuzzDataContent:./internal/relay \
 	FuzzParse:./internal/relay/config FuzzParse:./internal/dsn
 
 .PHONY: test-scale

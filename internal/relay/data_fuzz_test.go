@@ -111,3 +111,69 @@ func (r *blockReader) Read(p []byte) (int, error) {
 	r.data = r.data[n:]
 	return n, nil
 }
+
+// FuzzDataContent reads arbitrary octets after DATA's 354 through the
+// wire layer's DATA framing, in blocks and reads of every size the input
+// picks: the content is what RFC 5321 §4.5.2 says it is (each CRLF-ended
+// line with a leading "." removed, up to the line "."), and everything
+// after the terminator is left for the next command. Without a terminator
+// the read ends in io.ErrUnexpectedEOF.
+func FuzzDataContent(f *testing.F) {
+	f.Add([]byte(".\r\n"), uint8(1), uint8(1))
+	f.Add([]byte("a\r\n..b\r\n.\r\nMAIL FROM:<a@b>\r\n"), uint8(3), uint8(2))
+	f.Add([]byte("a\r\n.\rb\r\n.\r\n"), uint8(1), uint8(5))
+	f.Add([]byte("a\r\r\n.\r\nQUIT\r\n"), uint8(2), uint8(1))
+	f.Add([]byte("a\n.\r\nb\r\n.\r\n"), uint8(4), uint8(3))
+	f.Add([]byte(".\r.\r\n.\r"), uint8(1), uint8(1))
+	f.Add([]byte("no terminator\r\n."), uint8(7), uint8(9))
+	f.Fuzz(func(t *testing.T, data []byte, block, read uint8) {
+		br := bufio.NewReaderSize(&blockReader{data: data, size: int(block%32) + 1}, 16)
+		d := &dataContent{r: br}
+		buf := make([]byte, int(read%32)+1)
+		var got []byte
+		var err error
+		for {
+			var n int
+			n, err = d.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		want, rest, ok := referenceDataContent(data)
+		if !ok {
+			if err != io.ErrUnexpectedEOF {
+				t.Fatalf("no terminator: error %v, want io.ErrUnexpectedEOF", err)
+			}
+			return
+		}
+		if err != io.EOF {
+			t.Fatalf("error %v, want io.EOF at the terminator", err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("content %q, want %q", got, want)
+		}
+		left, _ := io.ReadAll(br)
+		if !bytes.Equal(left, rest) {
+			t.Fatalf("left %q after the terminator, want %q", left, rest)
+		}
+	})
+}
+
+// referenceDataContent is RFC 5321 §4.5.2 line by line: the content, what
+// follows the terminator, and whether there was one.
+func referenceDataContent(in []byte) (content, rest []byte, ok bool) {
+	content = []byte{}
+	for {
+		line, after, found := bytes.Cut(in, []byte("\r\n"))
+		if !found {
+			return nil, nil, false
+		}
+		if string(line) == "." {
+			return content, after, true
+		}
+		line, _ = bytes.CutPrefix(line, []byte("."))
+		content = append(append(content, line...), '\r', '\n')
+		in = after
+	}
+}

@@ -272,6 +272,13 @@ func (ss *session) Data(r io.Reader) error {
 	sub := submission{pr: pr, from: from, rcpts: rcpts, utf8: mopts.UTF8, body8bit: mopts.Body == smtp.Body8BitMIME,
 		envid: mopts.EnvelopeID, ret: string(mopts.Return), helo: ss.c.Hostname(), clientIP: ss.ip.String(),
 		tls: isTLS, auth: user != "", conn: ss.c.Conn()}
+	if w := unwrapWire(sub.conn); w != nil {
+		if c := w.content.Load(); c != nil {
+			// DATA (not BDAT): the wire layer has the content, framed
+			// correctly and without go-smtp's octet-by-octet reader.
+			r = c
+		}
+	}
 	acc, ref := ss.s.submit(ss.s.policy.Load(), sub, r, ss.logAt)
 	if ref != nil {
 		return ss.refused(ref)

@@ -89,6 +89,27 @@ func TestBareLineEndingsInDataAreRefused(t *testing.T) {
 	}
 }
 
+// TestDotStuffedLinesArriveUnstuffed: a line the client began with ".."
+// is stored with one "." (RFC 5321 §4.5.2), a lone "." ends the data, and
+// a command pipelined right behind the terminator is the next command.
+func TestDotStuffedLinesArriveUnstuffed(t *testing.T) {
+	e := startRelay(t, envOptions{})
+	r := e.rawLoggedIn(t)
+	r.cmd(250, "MAIL FROM:<orders@example.com>")
+	r.cmd(250, "RCPT TO:<x@example.net>")
+	r.cmd(354, "DATA")
+	r.write("From: orders@example.com\r\nSubject: dots\r\n\r\n" +
+		"..\r\n...two\r\n.leading\r\nmiddle . dot\r\n.\r\nNOOP\r\n")
+	msg := r.expect(250)
+	r.expect(250) // NOOP's reply
+	id := msg[strings.LastIndex(msg, " ")+1:]
+	_, body := e.queued(id)
+	want := "\r\n\r\n.\r\n..two\r\nleading\r\nmiddle . dot\r\n"
+	if !strings.HasSuffix(body, want) {
+		t.Fatalf("stored body ends %q, want %q", body[max(0, len(body)-len(want)-10):], want)
+	}
+}
+
 // TestSmugglingAttemptIsNotSplitIntoTwoMessages sends the SMTP smuggling
 // pattern: "<LF>.<CR><LF>" followed by a second transaction. A server that
 // took the bare-LF dot as end of data would queue a forged second message.

@@ -24,15 +24,13 @@ import (
 //     plaintext stream from the relay), which also resets all session
 //     state as RFC 3207 §4.2 requires. Plaintext pipelined after STARTTLS
 //     is refused, never read as if it came over TLS.
-//   - DATA is framed by a correct RFC 5321 §4.5.2 parser. go-smtp's reader
+//   - DATA is framed by a correct RFC 5321 §4.5.2 parser (dataContent),
+//     and the relay reads the content from it directly. go-smtp's reader
 //     silently drops "." CR at the start of a line when no LF follows, and
 //     after CR CR LF it misses the terminator and waits for more (a desync
-//     that hangs the client). Here every bare CR in DATA is passed on as a
-//     bare LF, so go-smtp frames the message exactly where this parser
-//     does and the relay refuses it like any bare line ending. Lines beyond
-//     wireMaxLine octets are cut short, so go-smtp's line limit (which ends
-//     the connection) is never reached; the relay refuses such a message
-//     with a permanent reply (see dataGuard) and the session goes on.
+//     that hangs the client); it also looks at every octet on its own.
+//     go-smtp's DATA reader is given only the terminator, once the relay
+//     is done with the content (endData).
 //   - MAIL and RCPT paths with a second "@" outside a quoted local part
 //     are refused with 553: go-smtp would take "a@b@c" as if the local
 //     part had been quoted.
@@ -51,11 +49,10 @@ type wireConn struct {
 	handedOff atomic.Bool
 
 	mode     wireMode
-	pending  []byte // rest of a command line that did not fit in go-smtp's buffer
-	longLine bool   // the command line being passed on is longer than the buffer
-	chunk    int64  // BDAT: octets of the chunk still to pass on
-	ds       dataState
-	lineLen  int // DATA: octets of the current line so far
+	pending  []byte                      // rest of a command line that did not fit in go-smtp's buffer
+	longLine bool                        // the command line being passed on is longer than the buffer
+	chunk    int64                       // BDAT: octets of the chunk still to pass on
+	content  atomic.Pointer[dataContent] // DATA: set by the 354 reply, until go-smtp has the terminator
 
 	wbuf         []byte // a reply line written in parts
 	dropGreeting bool   // after STARTTLS: go-smtp's new 220 is not for the client
@@ -79,11 +76,6 @@ const (
 	dsDotCR // "." CR at the start of a line, CR held back
 	dsCR    // CR held back until the next octet shows whether it is bare
 )
-
-// wireMaxLine bounds the octets of a DATA line passed to go-smtp. It is
-// above maxLineOctets, which the relay enforces, and below go-smtp's
-// MaxLineLength.
-const wireMaxLine = 1024
 
 // wire wraps an admitted connection for go-smtp.
 func (s *Server) wire(tc *trackedConn, implicitTLS bool) net.Conn {
@@ -143,7 +135,7 @@ func (w *wireConn) Read(p []byte) (int, error) {
 	}
 	switch w.mode {
 	case modeData:
-		return w.readData(p)
+		return w.endData(p)
 	case modeChunk:
 		if int64(len(p)) > w.chunk {
 			p = p[:w.chunk]
@@ -378,106 +370,120 @@ func (s *Server) handOff(name string, c net.Conn) {
 	}
 }
 
-// readData passes DATA content on, up to and including the terminator.
-func (w *wireConn) readData(p []byte) (int, error) {
-	n := 0
-	// emit passes on an octet of the line, unless the line is already
-	// cut short; crlf ends a line.
-	emit := func(c byte) {
-		if w.lineLen <= wireMaxLine {
-			p[n] = c
-			n++
+// endData finishes a DATA transfer on go-smtp's side. The relay reads the
+// content itself (dataContent); whatever it left unread, because it
+// refused the message early, is read here to the terminator and dropped.
+// go-smtp's own DATA reader then gets only the terminator line.
+func (w *wireConn) endData(p []byte) (int, error) {
+	if c := w.content.Load(); c != nil {
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			return 0, err
 		}
+		w.content.Store(nil)
 	}
-	crlf := func() {
-		p[n], p[n+1] = '\r', '\n'
-		n += 2
+	w.mode = modeCommand
+	return w.hand(p, []byte(".\r\n")), nil
+}
+
+// dataContent is the content of one DATA transfer as RFC 5321 §4.5.2
+// frames it, read straight from the connection: a leading "." of a line
+// is removed, and CRLF "." CRLF ends it (io.EOF). Every other octet is
+// passed on as it came, bare CR and LF included, for the relay to refuse
+// (dataGuard). go-smtp's own reader looks at every octet through three
+// layers of readers and drops a CR after a leading "."; this one copies
+// runs of ordinary octets at once, so its cost is a scan per line.
+type dataContent struct {
+	r    *bufio.Reader
+	ds   dataState
+	done bool
+	err  error
+}
+
+func (d *dataContent) Read(p []byte) (int, error) {
+	if d.done {
+		return 0, io.EOF
 	}
-	for n+3 <= len(p) {
-		if n > 0 && w.r.Buffered() == 0 {
+	if d.err != nil {
+		return 0, d.err
+	}
+	n := 0
+	for n < len(p) {
+		if n > 0 && d.r.Buffered() == 0 {
 			break // do not wait for more while holding some
 		}
-		if w.ds == dsMid {
-			// Copy a run of ordinary octets at once.
-			buf, _ := w.r.Peek(w.r.Buffered())
-			if i := bytes.IndexAny(buf, "\r\n"); i != 0 && len(buf) > 0 {
+		if d.ds == dsMid {
+			// A run of octets up to the next CR, at once: only a CR can
+			// start the end of a line.
+			buf, _ := d.r.Peek(d.r.Buffered())
+			if i := bytes.IndexByte(buf, '\r'); i != 0 && len(buf) > 0 {
 				if i < 0 {
 					i = len(buf)
 				}
-				i = min(i, len(p)-n)
-				keep := max(0, min(i, wireMaxLine-w.lineLen))
-				copy(p[n:], buf[:keep])
-				n += keep
-				w.lineLen += i
-				_, _ = w.r.Discard(i)
+				i = copy(p[n:], buf[:i])
+				n += i
+				_, _ = d.r.Discard(i)
 				continue
 			}
 		}
-		c, err := w.r.ReadByte()
+		c, err := d.r.ReadByte()
 		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			d.err = err
 			if n > 0 {
 				return n, nil
 			}
 			return 0, err
 		}
-		switch w.ds {
+		switch d.ds {
 		case dsLineStart:
 			switch c {
 			case '.':
-				w.lineLen = 1
-				emit(c)
-				w.ds = dsDot
+				d.ds = dsDot // removed: the sender doubled it, or it ends the data
+				continue
 			case '\r':
-				w.ds = dsCR
+				d.ds = dsCR
 			default:
-				w.mid(c, emit)
+				d.ds = dsMid
 			}
 		case dsDot:
-			if c == '\r' {
-				w.ds = dsDotCR
-			} else {
-				w.mid(c, emit)
+			switch c {
+			case '\r':
+				d.ds = dsDotCR // held back until the next octet shows whether this is the end
+				continue
+			default:
+				d.ds = dsMid
 			}
 		case dsDotCR:
 			if c == '\n' {
-				crlf()
-				w.mode, w.ds, w.lineLen = modeCommand, dsLineStart, 0
-				return n, nil
+				d.done = true
+				if n > 0 {
+					return n, nil
+				}
+				return 0, io.EOF
 			}
-			// "." CR and no LF: the CR is bare.
-			w.bareCR(emit)
-			w.mid(c, emit)
+			// "." CR and no LF: the CR is content (a bare one); the octet
+			// after it is looked at again.
+			_ = d.r.UnreadByte()
+			c, d.ds = '\r', dsCR
 		case dsCR:
 			if c == '\n' {
-				crlf()
-				w.ds, w.lineLen = dsLineStart, 0
+				d.ds = dsLineStart
+			} else {
+				_ = d.r.UnreadByte()
+				d.ds = dsMid
 				continue
 			}
-			w.bareCR(emit)
-			w.mid(c, emit)
 		case dsMid:
-			w.mid(c, emit)
+			if c == '\r' {
+				d.ds = dsCR
+			}
 		}
+		p[n] = c
+		n++
 	}
 	return n, nil
-}
-
-// mid handles an octet inside a line.
-func (w *wireConn) mid(c byte, emit func(byte)) {
-	w.ds = dsMid
-	if c == '\r' {
-		w.ds = dsCR
-		return
-	}
-	w.lineLen++
-	emit(c)
-}
-
-// bareCR passes a CR not followed by LF on as a bare LF: go-smtp keeps no
-// state on a bare LF, and the relay refuses the message for it.
-func (w *wireConn) bareCR(emit func(byte)) {
-	w.lineLen++
-	emit('\n')
 }
 
 // replyRewrites are go-smtp's replies that RFC 5321 and RFC 4954 want
@@ -513,7 +519,8 @@ func (w *wireConn) Write(p []byte) (int, error) {
 		case w.tls != nil && line == "250-STARTTLS":
 			continue
 		case strings.HasPrefix(line, "354 "):
-			w.mode, w.ds, w.lineLen = modeData, dsLineStart, 0
+			w.mode = modeData
+			w.content.Store(&dataContent{r: w.r})
 		case strings.HasPrefix(line, "334 "):
 			w.saslLine = true
 		}
