@@ -95,15 +95,16 @@ func main() {
 	relayRuns = append(relayRuns, runSmtpSource(relayName, r.SMTPAddr))
 	if pf != nil {
 		postfixRuns = append(postfixRuns, runSmtpSource(postfixName, pf.Addr), runSmtpSource(postfixName, pf.Addr))
-	}
-	relayRuns = append(relayRuns, runSmtpSource(relayName, r.SMTPAddr))
-	r.checkAccepted(warmup + 2**messages)
-	results = append(results, mean(relayRuns))
-	if pf != nil {
+		// Postfix's queue manager goes on working through what it just
+		// accepted (deferring it) after smtp-source is done; stopped here,
+		// that work does not run during the relay's second run.
 		pf.stop()
 		pf.checkQueued(warmup + 2**messages)
 		results = append(results, mean(postfixRuns))
 	}
+	relayRuns = append(relayRuns, runSmtpSource(relayName, r.SMTPAddr))
+	r.checkAccepted(warmup + 2**messages)
+	results = append([]result{mean(relayRuns)}, results...)
 
 	// The same relay with AUTH over TLS, from a Go client that times every
 	// transaction.
