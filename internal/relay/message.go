@@ -38,7 +38,7 @@ const maxLineOctets = 998
 // and signing; the body is streamed.
 const maxHeaderBytes = 1 << 20
 
-// dataGuard sits between go-smtp's DATA reader and the relay. It refuses
+// dataGuard sits between the DATA (or BDAT) content and the relay. It refuses
 // bare CR and LF (SMTP smuggling, RFC 5321 §2.3.8) and lines longer than
 // maxLineOctets, enforces the size limit, and extends the read deadline for every block, which is RFC 5321's
 // "DATA block" timeout rather than one deadline for the whole message.
