@@ -3,9 +3,11 @@ package queue
 import (
 	"errors"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -120,5 +122,111 @@ func TestACorruptBodyIsQuarantinedAndReportedByID(t *testing.T) {
 	q = openQueue(t, dir, Options{InlineLimit: 1024})
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("the quarantined body file was removed: %v", err)
+	}
+}
+
+// A query for due work from the start reads from a floor, the first entry
+// an earlier query found (dueFloor), so that it does not step over the
+// deleted entries before it. Whatever is written below that floor
+// afterwards, by intake, Update or Postpone, is still found.
+func TestDueQueriesFindEntriesWrittenBelowAnEarlierQuerysFirst(t *testing.T) {
+	q := openQueue(t, t.TempDir(), Options{})
+	defer q.Close()
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	late := make([]string, 3)
+	for i := range late {
+		late[i] = enqueue(t, q, message(100, "d"), "r@example.net")
+		m, _ := q.Get(late[i])
+		m.NextAttempt = t0.Add(10 * time.Minute)
+		if err := q.Update(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if due, _, _ := q.DueBefore(t0.Add(time.Hour), Due{}, 10); len(due) != 3 {
+		t.Fatalf("due %v, want the three at +10m", due)
+	}
+	updated := late[0]
+	m, _ := q.Get(updated)
+	m.NextAttempt = t0.Add(time.Minute)
+	if err := q.Update(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Postpone(late[1], t0.Add(10*time.Minute), t0.Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	fresh := enqueue(t, q, message(100, "d"), "r@example.net") // due at once
+	due, _, err := q.DueBefore(t0.Add(time.Hour), Due{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range due {
+		got = append(got, d.ID)
+	}
+	want := []string{fresh, updated, late[1], late[2]}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("due %v, want %v (fresh, updated to +1m, postponed to +2m, +10m)", got, want)
+	}
+}
+
+// Queries from the start and writes that move entries below the first
+// one a query found run at once: after they stop, a query from the start
+// still finds every message due (none hidden below a floor raised past
+// it by a query that missed its write).
+func TestDueQueriesRacingWritesHideNothing(t *testing.T) {
+	q := openQueue(t, t.TempDir(), Options{})
+	defer q.Close()
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	var ids []string
+	for range 40 {
+		ids = append(ids, enqueue(t, q, message(100, "d"), "r@example.net"))
+	}
+	stop := make(chan struct{})
+	queried := make(chan struct{})
+	go func() {
+		defer close(queried)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, _, err := q.DueBefore(t0.Add(2*time.Hour), Due{}, 5); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 1))
+			for range 300 {
+				id := ids[r.IntN(len(ids))]
+				m, ok := q.Get(id)
+				if !ok {
+					t.Errorf("%s is gone", id)
+					return
+				}
+				// Mostly later, sometimes far below what queries found.
+				m.NextAttempt = t0.Add(time.Duration(r.IntN(120)-20) * time.Minute)
+				if err := q.Update(m); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	<-queried
+	due, _, err := q.DueBefore(t0.Add(2*time.Hour), Due{}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(due) != len(ids) {
+		t.Fatalf("a query from the start after the writes finds %d of the %d messages", len(due), len(ids))
 	}
 }

@@ -345,7 +345,11 @@ func (q *Queue) reindex(id string) bool {
 	if b.Empty() {
 		return false
 	}
-	if err := q.commit(b, classState, 0); err != nil {
+	err = q.commit(b, classState, 0)
+	if !dm.Held {
+		q.dueFloor.note(dm.NextAttempt)
+	}
+	if err != nil {
 		q.log.Error("queue: cannot restore the index entries of a message", "queue_id", id, "err", err)
 		return false
 	}

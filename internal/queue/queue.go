@@ -254,6 +254,7 @@ type Queue struct {
 	quarantined atomic.Int64
 	corruptions atomic.Int64
 	scrubbed    chan struct{}
+	dueFloor    dueFloor
 }
 
 // Write classes, by how much free space each leaves. Intake refuses
@@ -914,6 +915,9 @@ func (q *Queue) Update(m Message, also ...Record) error {
 		}
 		return true, putRecords(b, also)
 	})
+	if !m.Held {
+		q.dueFloor.note(m.NextAttempt)
+	}
 	return err
 }
 
@@ -953,6 +957,7 @@ func (q *Queue) Postpone(id string, was, at time.Time) error {
 		dm.NextAttempt = at
 		return true, putMessage(b, dm, &old)
 	})
+	q.dueFloor.note(at)
 	return err
 }
 
@@ -1129,13 +1134,31 @@ func (q *Queue) DueBefore(now time.Time, from Due, limit int) ([]Due, time.Time,
 	}
 	defer q.leave()
 	var out []Due
+	fromStart := from.ID == "" && from.At.IsZero()
+	var first time.Time
+	found := false
+	if fromStart {
+		// From the floor rather than the start (see dueFloor).
+		q.dueFloor.scan.Lock()
+		defer q.dueFloor.scan.Unlock()
+		from.At = q.dueFloor.begin()
+	}
 	next, err := q.scanDue(pDue, now, from.At, from.ID, limit, func(at time.Time, id string, _ []byte) bool {
+		if !found {
+			first, found = at, true
+		}
 		if len(id) != idLength {
 			return false
 		}
 		out = append(out, Due{ID: id, At: at})
 		return true
 	})
+	if fromStart && err == nil {
+		if !found && !next.IsZero() {
+			first, found = next, true // nothing due yet: the first entry is next
+		}
+		q.dueFloor.end(first, found)
+	}
 	return out, next, err
 }
 

@@ -190,7 +190,11 @@ func (w *Writer) Commit(m Message, also ...Record) error {
 		return err
 	}
 	w.buf = bytes.Buffer{}
-	if err := q.commit(b, w.class, 0); err != nil {
+	err := q.commit(b, w.class, 0)
+	if !dm.Held {
+		q.dueFloor.note(dm.NextAttempt)
+	}
+	if err != nil {
 		if dm.File {
 			os.Remove(filepath.Join(q.bodyDir, w.id))
 		}
