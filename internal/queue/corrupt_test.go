@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -26,7 +27,7 @@ var template struct {
 
 func spoolTemplate(t testing.TB) (string, map[string][]byte) {
 	template.once.Do(func() {
-		dir, err := os.MkdirTemp("", "queue-fuzz-template-")
+		dir, err := os.MkdirTemp("", templatePrefix())
 		if err != nil {
 			template.err = err
 			return
@@ -165,5 +166,23 @@ func TestMain(m *testing.M) {
 	if template.dir != "" {
 		os.RemoveAll(template.dir)
 	}
+	// Fuzz workers are killed when the fuzz time is up, before their own
+	// cleanup runs; their templates carry this process's id (templatePrefix).
+	if stale, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("queue-fuzz-template-%d-*", os.Getpid()))); stale != nil {
+		for _, d := range stale {
+			os.RemoveAll(d)
+		}
+	}
 	os.Exit(code)
+}
+
+// templatePrefix names the template directory after the process that
+// removes it at exit: this one, or for a fuzz worker the coordinator
+// that started it.
+func templatePrefix() string {
+	pid := os.Getpid()
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		pid = os.Getppid()
+	}
+	return fmt.Sprintf("queue-fuzz-template-%d-", pid)
 }
