@@ -168,10 +168,9 @@ func TestMain(m *testing.M) {
 	}
 	// Fuzz workers are killed when the fuzz time is up, before their own
 	// cleanup runs; their templates carry this process's id (templatePrefix).
-	if stale, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("queue-fuzz-template-%d-*", os.Getpid()))); stale != nil {
-		for _, d := range stale {
-			os.RemoveAll(d)
-		}
+	stale, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("queue-fuzz-template-%d-*", os.Getpid())))
+	for _, d := range stale {
+		os.RemoveAll(d)
 	}
 	os.Exit(code)
 }

@@ -30,6 +30,14 @@ type dueFloor struct {
 	lowest uint64 // least due entry noted since the running query began
 }
 
+// noteDue is note for the entry m's commit wrote, if it has one (a held
+// message has none).
+func (q *Queue) noteDue(m *Message) {
+	if !m.Held {
+		q.dueFloor.note(m.NextAttempt)
+	}
+}
+
 // note records a due entry committed at t.
 func (f *dueFloor) note(t time.Time) {
 	v := dueTime(t)

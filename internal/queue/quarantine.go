@@ -346,9 +346,7 @@ func (q *Queue) reindex(id string) bool {
 		return false
 	}
 	err = q.commit(b, classState, 0)
-	if !dm.Held {
-		q.dueFloor.note(dm.NextAttempt)
-	}
+	q.noteDue(&dm.Message)
 	if err != nil {
 		q.log.Error("queue: cannot restore the index entries of a message", "queue_id", id, "err", err)
 		return false

@@ -915,9 +915,7 @@ func (q *Queue) Update(m Message, also ...Record) error {
 		}
 		return true, putRecords(b, also)
 	})
-	if !m.Held {
-		q.dueFloor.note(m.NextAttempt)
-	}
+	q.noteDue(&m)
 	return err
 }
 

@@ -191,9 +191,7 @@ func (w *Writer) Commit(m Message, also ...Record) error {
 	}
 	w.buf = bytes.Buffer{}
 	err := q.commit(b, w.class, 0)
-	if !dm.Held {
-		q.dueFloor.note(dm.NextAttempt)
-	}
+	q.noteDue(&dm.Message)
 	if err != nil {
 		if dm.File {
 			os.Remove(filepath.Join(q.bodyDir, w.id))

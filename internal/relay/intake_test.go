@@ -61,6 +61,12 @@ func (e *testEnv) rawPlain(t *testing.T) (*rawSession, net.Conn) {
 func (r *rawSession) startData() {
 	r.t.Helper()
 	r.login()
+	r.beginData()
+}
+
+// beginData opens a transaction of a logged-in session up to the 354.
+func (r *rawSession) beginData() {
+	r.t.Helper()
 	r.cmd(250, "MAIL FROM:<orders@example.com>")
 	r.cmd(250, "RCPT TO:<x@example.net>")
 	r.cmd(354, "DATA")

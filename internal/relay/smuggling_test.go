@@ -68,9 +68,7 @@ func TestBareLineEndingsInDataAreRefused(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := e.rawLoggedIn(t)
-			r.cmd(250, "MAIL FROM:<orders@example.com>")
-			r.cmd(250, "RCPT TO:<x@example.net>")
-			r.cmd(354, "DATA")
+			r.beginData()
 			hdr := "From: orders@example.com\r\nSubject: t\r\n\r\n"
 			if name == "LF in header" {
 				hdr = "From: orders@example.com\nSubject: t\r\n\r\nbody\r\n"
@@ -95,14 +93,11 @@ func TestBareLineEndingsInDataAreRefused(t *testing.T) {
 func TestDotStuffedLinesArriveUnstuffed(t *testing.T) {
 	e := startRelay(t, envOptions{})
 	r := e.rawLoggedIn(t)
-	r.cmd(250, "MAIL FROM:<orders@example.com>")
-	r.cmd(250, "RCPT TO:<x@example.net>")
-	r.cmd(354, "DATA")
+	r.beginData()
 	r.write("From: orders@example.com\r\nSubject: dots\r\n\r\n" +
 		"..\r\n...two\r\n.leading\r\nmiddle . dot\r\n.\r\nNOOP\r\n")
-	msg := r.expect(250)
+	id := queuedID(t, r.reply())
 	r.expect(250) // NOOP's reply
-	id := msg[strings.LastIndex(msg, " ")+1:]
 	_, body := e.queued(id)
 	want := "\r\n\r\n.\r\n..two\r\nleading\r\nmiddle . dot\r\n"
 	if !strings.HasSuffix(body, want) {
@@ -116,9 +111,7 @@ func TestDotStuffedLinesArriveUnstuffed(t *testing.T) {
 func TestSmugglingAttemptIsNotSplitIntoTwoMessages(t *testing.T) {
 	e := startRelay(t, envOptions{})
 	r := e.rawLoggedIn(t)
-	r.cmd(250, "MAIL FROM:<orders@example.com>")
-	r.cmd(250, "RCPT TO:<x@example.net>")
-	r.cmd(354, "DATA")
+	r.beginData()
 	r.write("From: orders@example.com\r\nSubject: first\r\n\r\nhello\n.\r\n" +
 		"MAIL FROM:<ceo@example.com>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\n" +
 		"From: ceo@example.com\r\nSubject: smuggled\r\n\r\nwire money\r\n.\r\n")

@@ -382,8 +382,10 @@ func (w *wireConn) endData(p []byte) (int, error) {
 		w.content.Store(nil)
 	}
 	w.mode = modeCommand
-	return w.hand(p, []byte(".\r\n")), nil
+	return w.hand(p, dataTerminator), nil
 }
+
+var dataTerminator = []byte(".\r\n")
 
 // dataContent is the content of one DATA transfer as RFC 5321 §4.5.2
 // frames it, read straight from the connection: a leading "." of a line

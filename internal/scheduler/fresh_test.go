@@ -151,10 +151,11 @@ func TestAMessageWaitingAtShutdownIsDueAtOnceAfterTheRestart(t *testing.T) {
 		<-e.fake.started
 	}
 	waiting := e.enqueue("app@example.com", "u@busy.example")
+	all := append(cut, waiting)
 	e.close() // cuts off the ten attempts in progress
 	release()
 	e.open()
-	for _, id := range append(cut, waiting) {
+	for _, id := range all {
 		if m := e.get(id); !m.NextAttempt.IsZero() {
 			t.Fatalf("after a clean shutdown %s is due at %s, want at once", id, m.NextAttempt)
 		}
@@ -164,7 +165,7 @@ func TestAMessageWaitingAtShutdownIsDueAtOnceAfterTheRestart(t *testing.T) {
 	// one of them may be moved a few milliseconds ahead (postponeBusy):
 	// the test clock moves on while the test waits.
 	eventually(t, "all eleven are delivered after the restart", func() bool {
-		for _, id := range append(cut, waiting) {
+		for _, id := range all {
 			if !e.gone(id) {
 				e.clock.Advance(10 * time.Millisecond)
 				e.s.Wake()
